@@ -1,0 +1,115 @@
+"""Layer table, shape trace, minimum sizes and feature maps against real forwards."""
+
+import pytest
+import torch
+from torch import nn
+
+from alexnet_core.anatomy import (
+    check_input_size,
+    compare_variants,
+    feature_maps,
+    forward_shapes,
+    layer_table,
+    shape_trace,
+)
+from alexnet_core.variants import get_model, get_spec, list_models, min_input_size
+
+
+def _sizes(name):
+    spec = get_spec(name)
+    minimum = min_input_size(name)
+    return sorted({minimum, minimum + 1, spec.input_size, spec.input_size + 3})
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_shape_trace_equals_forward_shapes(name):
+    for size in _sizes(name):
+        model = get_model(name, 3, 10, input_size=size)
+        trace = shape_trace(model, size).set_index("layer")
+        real = forward_shapes(model, size)
+        spatial = trace.drop(index=[i for i in trace.index if not i.startswith("features.")])
+        assert len(spatial) > 0
+        for layer, row in spatial.iterrows():
+            c, h, w = real[layer]
+            assert (row["out_side"], row["out_side"], row["out_channels"]) == (h, w, c), (name, size, layer)
+        # the flatten width is what the classifier really takes
+        first_linear = next(m for m in model.classifier if isinstance(m, nn.Linear))
+        assert trace.loc["flatten", "out_channels"] == first_linear.in_features
+        # and the model runs at that size
+        assert model(torch.zeros(1, 3, size, size)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_below_minimum_is_refused(name):
+    minimum = min_input_size(name)
+    model = get_model(name, 3, 10, input_size=minimum)
+    with pytest.raises(ValueError, match=f"at least {minimum}x{minimum}"):
+        shape_trace(model, minimum - 1)
+    with pytest.raises(ValueError, match=f"at least {minimum}x{minimum}"):
+        check_input_size(name, minimum - 1)
+    # the minimum really is the smallest that works for a full forward pass
+    with pytest.raises(RuntimeError):
+        get_model("torchvision").features(torch.zeros(1, 3, 62, 62))
+
+
+def test_224_vs_227_for_the_paper_net():
+    at_224 = shape_trace(get_model("paper", input_size=224)).set_index("layer")
+    at_227 = shape_trace(get_model("paper", input_size=227)).set_index("layer")
+    assert at_224.loc["features.0", "arithmetic"] == "floor((224 - 11 + 2*0) / 4) + 1 = 54"
+    assert at_227.loc["features.0", "arithmetic"] == "floor((227 - 11 + 2*0) / 4) + 1 = 55"
+    assert at_224.loc["features.14", "out_hw"] == "5x5"
+    assert at_227.loc["features.14", "out_hw"] == "6x6"
+    assert at_227.loc["flatten", "out_channels"] == 9216
+
+
+def test_layer_table_matches_torch():
+    model = get_model("paper", 3, 1000)
+    table, totals = layer_table(model, 227, 3)
+    assert totals["params"] == 62_378_344 == table["params"].sum()
+    conv1 = table.set_index("layer").loc["features.0"]
+    assert conv1["output_shape"] == (96, 55, 55)
+    assert (conv1["kernel"], conv1["stride"], conv1["padding"]) == ("11", "4", "0")
+    # conv1 mult-adds: 96 filters x (3*11*11 weights + bias) x 55*55 positions
+    assert conv1["mult_adds"] == 96 * (3 * 11 * 11 + 1) * 55 * 55  # torchinfo counts the bias add
+    assert totals["mult_adds"] == table["mult_adds"].sum()
+    assert totals["weights_mb"] == pytest.approx(62_378_344 * 4 / 2**20)
+    assert totals["activations_mb_per_image"] > 1
+    assert "classifier.6" in set(table["layer"])
+
+
+def test_layer_table_refuses_a_size_the_model_was_not_built_for():
+    with pytest.raises(ValueError, match="built for 227x227"):
+        layer_table(get_model("paper"), 224)
+    with pytest.raises(ValueError, match="at least 63x63"):
+        layer_table(get_model("torchvision"), 32)
+
+
+def test_feature_maps_hooks_are_removed_and_mode_restored():
+    model = get_model("mnist", 1, 10)
+    model.train()
+    image = torch.rand(1, 28, 28)
+    maps = feature_maps(model, image)
+    assert list(maps.maps) == ["features.1", "features.4", "features.7", "features.9", "features.11"]
+    assert maps.maps["features.1"].shape == (32, 28, 28)
+    assert (maps.maps["features.1"] >= 0).all()  # after a ReLU
+    assert maps.logits.shape == (10,)
+    assert model.training
+    assert all(not m._forward_hooks for m in model.modules())
+    with pytest.raises(ValueError, match="No layer named nope"):
+        feature_maps(model, image, ["nope"])
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_feature_maps_equal_a_plain_forward():
+    model = get_model("cifar", 3, 10).eval()
+    image = torch.rand(3, 32, 32)
+    maps = feature_maps(model, image, ["features.0"])
+    with torch.no_grad():
+        torch.testing.assert_close(maps.maps["features.0"], model.features[0](image[None])[0])
+        torch.testing.assert_close(maps.logits, model(image[None])[0])
+
+
+def test_compare_variants_has_every_variant():
+    table = compare_variants(3, 10)
+    assert list(table["variant"]) == list_models()
+    assert (table["params"] > 0).all() and (table["min_input"] <= table["native_input"]).all()
