@@ -34,3 +34,30 @@ def no_md5_check(monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", exists)
     monkeypatch.setattr(torchvision.datasets.flowers102, "check_integrity", exists)
+
+
+# --- dashboard (app.py, app_pages/) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ui_lab(tmp_path_factory):
+    """A run store and a data cache in a temporary folder for one test module
+    (ALEXNET_LAB_RUNS / ALEXNET_LAB_CACHE), shared by its AppTest sessions and
+    by the training processes they launch."""
+    root = tmp_path_factory.mktemp("ui_lab")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALEXNET_LAB_RUNS", str(root / "runs"))
+        mp.setenv("ALEXNET_LAB_CACHE", str(root / "cache"))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def finished_run(ui_lab):
+    """The id of a finished run: the quick recipe trained for one epoch on digits."""
+    from alexnet_core import runs, training
+
+    config = training.get_recipe("quick").make_config(epochs=1)
+    run_id = runs.launch(config)
+    state = runs.wait(run_id, timeout=240)
+    assert state["state"] == "finished", state
+    return run_id

@@ -1,0 +1,467 @@
+"""Command line: ``python -m alexnet_core <command>``.
+
+    variants                      the AlexNet variants
+    datasets                      the datasets, and where each is available from right now
+    summary --variant V --dataset D [--input-size N]   layer table and shape trace
+    recipes                       the named training presets
+    train [--recipe R] [--variant V --dataset D --epochs N ...] [--detach] [--runs-dir DIR]
+    runs                          every run with its state and accuracy
+    stop ID | resume ID | eval ID [--which best|last]
+
+``train --run-dir DIR [--resume]`` is the worker mode that ``runs.launch``
+starts in the background. Bad input prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import os
+
+# PyTorch's CPU allocator reads this when torch loads: 2 MiB pages, 1.1-1.5x here (NOTES.md).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input in one line (exit 2), without the usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class BadInput(Exception):
+    """Input the user can fix; printed as one line, exit code 2."""
+
+
+# --------------------------------------------------------------------------- #
+# Formatting
+
+
+def _pct(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}%"
+
+
+def _duration(seconds) -> str:
+    if seconds is None or (isinstance(seconds, float) and not math.isfinite(seconds)):
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
+class ProgressLine:
+    """One updating line (epoch, step, images/s, ETA) on a terminal; epoch summaries as lines.
+
+    Not on a terminal (a log file), the step line is written as its own line
+    every ``plain_interval`` seconds.
+    """
+
+    def __init__(self, stream=None, plain_interval: float = 30.0):
+        self.stream = stream or sys.stdout
+        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.plain_interval = plain_interval
+        self.last_plain = time.monotonic()
+        self.epochs = None
+        self.width = 0
+
+    def _line(self, text: str) -> None:
+        if self.live and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.width = 0
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind in ("start", "resume"):
+            self.epochs = event.get("epochs")
+            verb = "resuming after epoch %d" % event.get("epoch", 0) if kind == "resume" else "training"
+            self._line(
+                f"{verb}: {event['n_train']} train / {event['n_val']} validation / {event['n_test']} test images, "
+                f"{event['steps_per_epoch']} steps per epoch, input {event['in_channels']}x{event['input_size']}"
+                f"x{event['input_size']}, {event['parameters']:,} parameters on {event['device']}"
+            )
+        elif kind == "queued":
+            self._line(f"queued: {event['ahead']} run(s) ahead; at most {event['limit']} train at once (ALEXNET_LAB_MAX_RUNS)")
+        elif kind == "step":
+            text = (
+                f"epoch {event['epoch']}/{self.epochs}  step {event['batch']}/{event['steps_per_epoch']}  "
+                f"{event['images_per_s']:.0f} img/s  loss {event['loss']:.4f}  ETA {_duration(event.get('eta_s'))}"
+            )
+            if self.live:
+                self.stream.write("\r" + text.ljust(self.width))
+                self.stream.flush()
+                self.width = len(text)
+            elif time.monotonic() - self.last_plain >= self.plain_interval:
+                self.last_plain = time.monotonic()
+                self._line(text)
+        elif kind == "epoch":
+            val = f"val {_pct(event.get('val_acc'))}  " if event.get("val_acc") is not None else ""
+            self._line(
+                f"epoch {event['epoch']}/{self.epochs}  train loss {event['train_loss']:.4f} acc {_pct(event['train_acc'])}  "
+                f"{val}test {_pct(event['test_acc'])}  {event['epoch_time']:.1f} s" + ("  *best" if event.get("best") else "")
+            )
+
+    def close(self) -> None:
+        if self.live and self.width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.width = 0
+
+
+def _print_table(frame, empty: str) -> None:
+    """Left-aligned columns, two spaces apart: long text stays readable."""
+    if frame.empty:
+        print(empty)
+        return
+    cells = [[str(c) for c in frame.columns]] + [["" if v is None else str(v) for v in row] for row in frame.itertuples(index=False)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+# --------------------------------------------------------------------------- #
+# Commands
+
+
+def cmd_variants(args) -> int:
+    import pandas as pd
+
+    from alexnet_core import variants
+
+    rows = []
+    for name in variants.list_models():
+        spec = variants.get_spec(name)
+        rows.append({
+            "name": name, "input": f"{spec.in_channels}x{spec.input_size}x{spec.input_size}",
+            "min input": variants.min_input_size(name), "description": spec.description, "source": spec.source,
+        })
+    _print_table(pd.DataFrame(rows), "no variants")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    import pandas as pd
+
+    from alexnet_core import data
+
+    rows = []
+    for name in data.list_datasets():
+        info = data.get_info(name)
+        ok, where = data.availability(name, args.data_root, folder=args.folder)
+        rows.append({
+            "name": name, "images": f"{info.channels}x{info.image_size}x{info.image_size}",
+            "classes": info.num_classes if info.num_classes is not None else "-",
+            "available": "yes" if ok else "no", "from / how to get it": where,
+        })
+    _print_table(pd.DataFrame(rows), "no datasets")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    import pandas as pd
+
+    from alexnet_core import anatomy, data, variants
+
+    try:
+        spec = variants.get_spec(args.variant)
+        info = data.get_info(args.dataset)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    size = args.input_size or spec.input_size
+    minimum = variants.min_input_size(args.variant)
+    if size < minimum:
+        raise BadInput(f"The {args.variant} variant needs an input of at least {minimum}x{minimum} pixels; got {size}x{size}.")
+    num_classes = info.num_classes or 2
+    model = variants.get_model(args.variant, in_channels=spec.in_channels, num_classes=num_classes, input_size=size)
+    table, totals = anatomy.layer_table(model, size, spec.in_channels)
+    adapt = ""
+    if (info.channels, info.image_size) != (spec.in_channels, size):
+        adapt = f" ({info.title} images are {info.channels}x{info.image_size}x{info.image_size}: adapted to the input)"
+    classes = f"{num_classes} classes" + ("" if info.num_classes else " (a folder's own count when trained)")
+    print(f"{spec.title} on {info.title}: input {spec.in_channels}x{size}x{size}{adapt}, {classes}")
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(table.to_string(index=False))
+        print("totals: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:,.2f}" for k, v in totals.items()))
+        print()
+        print(f"shape trace at {size}x{size}: floor((W - K + 2P) / S) + 1")
+        print(anatomy.shape_trace(model, size).to_string(index=False))
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    import pandas as pd
+
+    from alexnet_core import training
+
+    rows = []
+    for name in training.list_recipes():
+        recipe = training.get_recipe(name)
+        c = recipe.config
+        rows.append({
+            "name": name, "variant": c.variant, "dataset": c.dataset, "input": c.resolved_input_size,
+            "epochs": c.epochs, "optimizer": f"{c.optimizer} {c.lr:g}", "schedule": c.schedule,
+            "description": recipe.description,
+        })
+    _print_table(pd.DataFrame(rows), "no recipes")
+    return 0
+
+
+_CONFIG_FLAGS = {
+    # flag: (TrainConfig field, type)
+    "--variant": ("variant", str),
+    "--dataset": ("dataset", str),
+    "--input-size": ("input_size", int),
+    "--epochs": ("epochs", int),
+    "--batch-size": ("batch_size", int),
+    "--optimizer": ("optimizer", str),
+    "--lr": ("lr", float),
+    "--momentum": ("momentum", float),
+    "--weight-decay": ("weight_decay", float),
+    "--schedule": ("schedule", str),
+    "--step-size": ("step_size", int),
+    "--gamma": ("gamma", float),
+    "--label-smoothing": ("label_smoothing", float),
+    "--crop-padding": ("crop_padding", int),
+    "--rotation": ("rotation", float),
+    "--val-fraction": ("val_fraction", float),
+    "--seed": ("seed", int),
+    "--device": ("device", str),
+    "--threads": ("threads", int),
+    "--data-root": ("data_root", str),
+    "--folder": ("folder", str),
+}
+_CONFIG_SWITCHES = {"--flip": "flip", "--channels-last": "channels_last"}
+
+
+def _option_value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def config_from_args(args):
+    """One TrainConfig from the parsed flags: the recipe's (or the defaults) with the given flags on top."""
+    from alexnet_core import training
+
+    base = training.get_recipe(args.recipe).make_config() if args.recipe else training.TrainConfig()
+    changes = {}
+    for flag, (name, _) in _CONFIG_FLAGS.items():
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    for flag, name in _CONFIG_SWITCHES.items():
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    if args.option:
+        options = dict(base.variant_options)
+        for item in args.option:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise BadInput(f"--option takes KEY=VALUE (e.g. --option groups=2), got {item!r}.")
+            options[key] = _option_value(value)
+        changes["variant_options"] = options
+    return dataclasses.replace(base, **changes).validate()
+
+
+def cmd_train(args) -> int:
+    from alexnet_core import paths, runs
+
+    if args.run_dir:
+        return _worker(args)
+    if args.resume:
+        raise BadInput("--resume goes with --run-dir; to resume a run by id use: python -m alexnet_core resume ID")
+    config = config_from_args(args)
+    if args.detach:
+        run_id = runs.launch(config, args.runs_dir)
+        print(run_id)
+        return 0
+    run_id = runs.create_run(config, args.runs_dir)
+    run_dir = runs.run_path(run_id, args.runs_dir)
+    print(f"run {run_id} in {paths.runs_root(args.runs_dir)}")
+    display = ProgressLine()
+    try:
+        result = runs.run_worker(run_dir, progress=display)
+    finally:
+        display.close()
+    return _report(result, run_id)
+
+
+def _report(result: dict, run_id: str) -> int:
+    state = result.get("state")
+    if state == "finished":
+        val = f", chosen by validation accuracy {_pct(result['best_val_acc'])}" if result.get("best_val_acc") is not None else ""
+        print(
+            f"finished: test accuracy {_pct(result.get('test_acc'))} (best.pt, epoch {result.get('best_epoch')}{val}); "
+            f"last epoch {_pct(result.get('last_test_acc'))}. Run {run_id}"
+        )
+        return 0
+    if state == "stopped":
+        print(f"stopped after epoch {result.get('epoch', 0)}; continue with: python -m alexnet_core resume {run_id}")
+        return 0
+    print(f"{state}: {result.get('error')}", file=sys.stderr)
+    return EXIT_RUN_FAILED
+
+
+def _worker(args) -> int:
+    """``train --run-dir DIR [--resume]``: the background process's body; its output goes to log.txt."""
+    from alexnet_core import runs
+
+    display = ProgressLine()
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {'resume' if args.resume else 'train'} {args.run_dir}", flush=True)
+    result = runs.run_worker(Path(args.run_dir), resume=args.resume, progress=display)
+    display.close()
+    return _report(result, Path(args.run_dir).name)
+
+
+def cmd_runs(args) -> int:
+    import pandas as pd
+
+    from alexnet_core import paths, runs
+
+    frame = runs.list_runs(args.runs_dir)
+    if frame.empty:
+        print(f"no runs in {paths.runs_root(args.runs_dir)}")
+        return 0
+    shown = pd.DataFrame({
+        "id": frame["id"], "state": frame["state"], "variant": frame["variant"], "dataset": frame["dataset"],
+        "epoch": [f"{e}/{n}" for e, n in zip(frame["epoch"], frame["epochs"])],
+        "best val": frame["best_val_acc"].map(_pct), "test": frame["test_acc"].map(_pct),
+        "time": frame["duration_s"].map(_duration),
+    })
+    _print_table(shown, "")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from alexnet_core import runs
+
+    before = runs.status(args.id, args.runs_dir)["state"]
+    runs.stop(args.id, args.runs_dir)
+    if before == "running":
+        print(f"stop requested: {args.id} stops at its next step and saves last.pt")
+    elif before == "queued":
+        print(f"cancelled: {args.id} was queued and will not start")
+    else:
+        print(f"{args.id} is {before}; nothing to stop")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from alexnet_core import runs
+
+    runs.resume(args.id, args.runs_dir)
+    print(f"resumed {args.id} in the background; follow it with: python -m alexnet_core runs")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from alexnet_core import runs
+
+    result, info = runs.evaluate_run(args.id, args.which, args.runs_dir)
+    print(
+        f"{args.id} {args.which}.pt (epoch {info['epoch']}): test accuracy {_pct(result.accuracy)}, "
+        f"loss {result.loss:.4f} on {len(result.labels)} {info['dataset']} test images"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- #
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m alexnet_core", description="AlexNet Lab from the command line.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    def runs_dir(p):
+        p.add_argument("--runs-dir", help="the runs folder (default: ALEXNET_LAB_RUNS, else ./runs)")
+
+    p = sub.add_parser("variants", help="list the AlexNet variants")
+    p.set_defaults(func=cmd_variants)
+
+    p = sub.add_parser("datasets", help="list the datasets and where each is available from")
+    p.add_argument("--data-root", help="dataset root (default: ALEXNET_LAB_DATA, else ./data)")
+    p.add_argument("--folder", help="an image folder, for the 'folder' dataset")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("summary", help="layer table and shape trace of a variant for a dataset")
+    p.add_argument("--variant", required=True)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--input-size", type=int)
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("recipes", help="list the training recipes")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("train", help="train in the foreground (or --detach)", description=(
+        "Train a model. Flags override the recipe's settings (or the defaults)."))
+    p.add_argument("--recipe", help="start from a named recipe (see: recipes)")
+    for flag, (name, kind) in _CONFIG_FLAGS.items():
+        p.add_argument(flag, dest=name, type=kind, default=None)
+    for flag, name in _CONFIG_SWITCHES.items():
+        p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a variant option, e.g. groups=2 for paper")
+    p.add_argument("--detach", action="store_true", help="start in the background and print the run id")
+    runs_dir(p)
+    p.add_argument("--run-dir", help=argparse.SUPPRESS)  # worker mode, started by runs.launch
+    p.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("runs", help="list the runs")
+    runs_dir(p)
+    p.set_defaults(func=cmd_runs)
+
+    for name, func, text in (("stop", cmd_stop, "stop a run (it saves last.pt)"),
+                             ("resume", cmd_resume, "resume a stopped or interrupted run")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("id")
+        runs_dir(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split")
+    p.add_argument("id")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    runs_dir(p)
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    if isinstance(exc, (BadInput, ValueError)):  # ConfigError and RunError are ValueErrors
+        return True
+    # Imported only now: the worker mode must not load torch while it waits in the queue.
+    from alexnet_core import data, training
+
+    return isinstance(exc, (training.CheckpointError, data.DatasetUnavailable))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,863 @@
+"""The run store on disk and background execution.
+
+Layout (``DESIGN.md``)::
+
+    runs/<run-id>/config.json     the TrainConfig
+                  status.json     state, pid, progress, times, error; replaced atomically
+                  metrics.jsonl   append-only events, one JSON object per line
+                  last.pt, best.pt, predictions/epoch-NNN.npz, log.txt
+                  stop            present = a stop request
+
+A run trains in its own process (``python -m alexnet_core train --run-dir
+DIR``), started detached, so it outlives the page or shell that launched it.
+Readers only read files. At most ``max_concurrent_runs()`` runs train at once
+(``ALEXNET_LAB_MAX_RUNS``, default 1); the others wait as ``queued``, first
+launched first served. A slot is an ``flock`` on ``<runs root>/.slot-K.lock``
+held by the training process, so the kernel frees it even after ``kill -9``.
+
+Public API::
+
+    STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
+    launch(config, runs_dir=None) -> run_id
+    stop(run_id, runs_dir=None) -> None
+    resume(run_id, runs_dir=None) -> None
+    delete_run(run_id, runs_dir=None) -> None
+    status(run_id, runs_dir=None) -> dict
+    wait(run_id, timeout=None, runs_dir=None) -> dict
+    list_runs(runs_dir=None) -> DataFrame
+    read_config(run_id, runs_dir=None) -> TrainConfig
+    read_metrics(run_id, offset=0, runs_dir=None) -> (events, new_offset)
+    metrics_frames(run_id, runs_dir=None) -> (steps DataFrame, epochs DataFrame)
+    frames_from_events(events) -> (steps DataFrame, epochs DataFrame)
+    prediction_epochs(run_id, runs_dir=None) -> list[int]
+    read_predictions(run_id, epoch=None, runs_dir=None) -> DataFrame
+    load_model(run_id, which="best", runs_dir=None) -> (model, TrainConfig)
+    checkpoint_info(run_id, which="best", runs_dir=None) -> dict
+    evaluate_run(run_id, which="best", runs_dir=None) -> (training.EvalResult, info dict)
+    log_tail(run_id, lines=50, runs_dir=None) -> str
+    run_path(run_id, runs_dir=None) -> Path
+    create_run(config, runs_dir=None) -> run_id      (the folder, without starting it)
+    run_worker(run_dir, *, resume=False, progress=None) -> dict   (the training process's body)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alexnet_core import paths
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
+
+    from alexnet_core.training import EvalResult, TrainConfig
+
+# This module does not import torch: a queued training process waits for its
+# slot with this alone (about 10 MB), and imports torch (about 650 MB) only
+# once its turn comes. ``training`` is imported where it is needed.
+
+STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
+
+
+def _training():
+    from alexnet_core import training
+
+    return training
+
+
+def __getattr__(name: str):
+    # runs.TrainConfig, runs.ConfigError, runs.CheckpointError, without importing torch up front
+    if name in ("TrainConfig", "ConfigError", "CheckpointError"):
+        return getattr(_training(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "STATES", "RunError", "CheckpointError", "ConfigError", "launch", "stop", "resume", "delete_run",
+    "status", "wait", "list_runs", "read_config", "read_metrics", "metrics_frames", "frames_from_events",
+    "prediction_epochs", "read_predictions", "load_model", "checkpoint_info", "evaluate_run", "log_tail", "run_path",
+    "create_run", "run_worker", "max_concurrent_runs", "update_status", "read_json", "write_json_atomic",
+    "FileLock", "pid_alive", "process_start_time", "stop_signals",
+]
+
+ACTIVE_STATES = ("queued", "running")
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+QUEUE_POLL_S = 0.5
+LAUNCH_GRACE_S = 30.0  # a queued run with no pid yet is being started, not dead
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+STEP_COLUMNS = ["epoch", "step", "batch", "loss", "lr", "images_per_s", "time"]
+EPOCH_COLUMNS = [
+    "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+    "lr", "epoch_time", "train_time", "eval_time", "best", "time",
+]
+PREDICTION_COLUMNS = ["index", "label", "pred", "p_pred", "p_true", "loss"]
+RUN_COLUMNS = [
+    "id", "variant", "dataset", "recipe", "state", "epoch", "epochs", "best_val_acc", "test_acc",
+    "last_test_acc", "duration_s", "created", "error",
+]
+
+# Children this process launched; polled so that finished ones do not linger as zombies.
+_children: list[subprocess.Popen] = []
+_children_lock = threading.Lock()
+
+
+class RunError(ValueError):
+    """A run operation that cannot be done (unknown or invalid id, still running, ...)."""
+
+
+# --------------------------------------------------------------------------- #
+# Run-folder files: atomic JSON, locks, status, process checks
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to a temp file beside ``path`` and rename it over ``path``.
+
+    If the folder refuses a new file (read-only) but ``path`` itself is
+    writable, fall back to rewriting it in place so a final state still lands.
+    """
+    path = Path(path)
+    text = json.dumps(jsonable(obj), indent=1)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if not path.exists():
+            raise
+        with open(path, "r+", encoding="utf-8") as f:
+            f.write(text)
+            f.truncate()
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    """Read a JSON file; ``default`` when it is missing or (mid-rewrite) unreadable."""
+    for attempt in range(3):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return default
+        except (OSError, ValueError):
+            time.sleep(0.02 * (attempt + 1))
+    return default
+
+
+class FileLock:
+    """An exclusive advisory lock on a file (fcntl on POSIX, msvcrt on Windows).
+
+    The kernel drops it when the process dies, even by ``kill -9``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if _lock_fd(fd, blocking):
+                self._fd = fd
+                return True
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return False
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                _unlock_fd(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "FileLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+try:
+    import fcntl
+
+    def _lock_fd(fd: int, blocking: bool) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock_fd(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+except ImportError:  # Windows
+    import msvcrt
+
+    def _lock_fd(fd: int, blocking: bool) -> bool:
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                return True
+            except OSError:
+                if not blocking:
+                    return False
+                time.sleep(0.05)
+
+    def _unlock_fd(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+def update_status(run_dir: str | os.PathLike, *, only_if_state: tuple[str, ...] | None = None, **fields) -> dict | None:
+    """Read-modify-write ``status.json`` under the run's lock; returns the new status.
+
+    With ``only_if_state`` the update happens only when the current state is
+    one of those (else None is returned and nothing changes), so a cancel and
+    a start cannot both win.
+    """
+    run_dir = Path(run_dir)
+    with FileLock(run_dir / ".status.lock"):
+        current = read_json(run_dir / "status.json", default={}) or {}
+        if only_if_state is not None and current.get("state") not in only_if_state:
+            return None
+        current.update(fields)
+        current["updated"] = time.time()
+        write_json_atomic(run_dir / "status.json", current)
+        return current
+
+
+def process_start_time(pid: int) -> float | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot on Linux); None when unknown.
+
+    Recorded with the pid so a recycled pid is not mistaken for the run.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return float(fields[19])  # field 22 overall: starttime
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int | None, start_time: float | None = None) -> bool:
+    """True when ``pid`` runs (not a zombie) and, if given, started at ``start_time``."""
+    if not pid:
+        return False
+    if sys.platform == "win32":
+        return _pid_alive_windows(int(pid))
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # no /proc (macOS): os.kill said it exists
+    state = stat[stat.rfind(")") + 2 :].split()[:1]
+    if state in (["Z"], ["X"]):
+        return False
+    if start_time is not None:
+        now_start = process_start_time(int(pid))
+        if now_start is not None and now_start != start_time:
+            return False
+    return True
+
+
+def _pid_alive_windows(pid: int) -> bool:
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return False
+    code = ctypes.c_ulong()
+    try:
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        return code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
+
+
+def jsonable(value):
+    """Non-finite floats become None (JSON has no NaN); numpy and tuples become plain JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # numpy scalars, without importing numpy
+        return jsonable(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+
+@contextlib.contextmanager
+def stop_signals(flag: threading.Event):
+    """SIGTERM and a first Ctrl-C become a stop request (honoured between steps)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum, frame):
+        if flag.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C means now
+        flag.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, OSError):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, old)
+
+
+# --------------------------------------------------------------------------- #
+# Paths and ids
+
+
+def run_path(run_id: str, runs_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of ``run_id``; the id is validated first.
+
+    Only ``[A-Za-z0-9_.-]`` characters, not starting with a dot, and the path
+    must stay inside the runs root; otherwise ``RunError``.
+    """
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or run_id.startswith("."):
+        raise RunError(f"Invalid run id {run_id!r}: use only letters, digits, '_', '-' and '.', not starting with '.'.")
+    root = paths.runs_root(runs_dir)
+    path = root / run_id
+    if not paths.is_within(path, root) or path.resolve() == root.resolve():
+        raise RunError(f"Invalid run id {run_id!r}: it points outside the runs folder {root}.")
+    return path
+
+
+def _existing_run(run_id: str, runs_dir) -> Path:
+    path = run_path(run_id, runs_dir)
+    if not (path / "config.json").is_file():
+        raise RunError(f"No run {run_id!r} in {paths.runs_root(runs_dir)}.")
+    return path
+
+
+def _new_run_id(config: TrainConfig) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{config.variant}-{config.dataset}").strip("-.") or "run"
+    return f"{stamp}-{name}-{secrets.token_hex(2)}"
+
+
+def max_concurrent_runs() -> int:
+    """How many runs may train at once: ``ALEXNET_LAB_MAX_RUNS``, default 1."""
+    try:
+        return max(1, int(os.environ.get("ALEXNET_LAB_MAX_RUNS", "1")))
+    except ValueError:
+        return 1
+
+
+# --------------------------------------------------------------------------- #
+# Launch, stop, resume, delete
+
+
+def create_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> str:
+    """Validate ``config`` (dataset availability included) and create its run folder as ``queued``.
+
+    Returns the new run id. Nothing is started; ``launch`` also starts it.
+    """
+    config.validate(check_data=True)
+    root = paths.runs_root(runs_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = _new_run_id(config)
+        try:
+            (root / run_id).mkdir()  # atomic: two launches never share a folder
+            break
+        except FileExistsError:
+            continue
+    run_dir = root / run_id
+    config.to_json(run_dir / "config.json")
+    now = time.time()
+    write_json_atomic(run_dir / "status.json", {
+        "id": run_id, "state": "queued", "pid": None, "proc_start": None, "created": now, "queued_at": now,
+        "updated": now, "epoch": 0, "epochs": config.epochs, "step": 0, "error": None,
+    })
+    (run_dir / "metrics.jsonl").touch()
+    return run_id
+
+
+def launch(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> str:
+    """Create a run and start its training process detached; return the run id at once.
+
+    Raises ``ConfigError`` (a sentence for the student) when the config cannot run.
+    The process waits as ``queued`` while ``max_concurrent_runs()`` others train.
+    """
+    run_id = create_run(config, runs_dir)
+    _spawn(run_path(run_id, runs_dir), resume=False)
+    return run_id
+
+
+def _spawn(run_dir: Path, *, resume: bool) -> None:
+    _reap()
+    cmd = [sys.executable, "-m", "alexnet_core", "train", "--run-dir", str(run_dir)]
+    if resume:
+        cmd.append("--resume")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # PyTorch's CPU allocator then uses 2 MiB pages: 1.4x on 227-pixel steps here (NOTES.md).
+    env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    if os.name == "nt":
+        detach = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}
+    else:
+        detach = {"start_new_session": True}
+    try:
+        with open(run_dir / "log.txt", "ab") as log:
+            process = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=os.getcwd(), env=env, close_fds=True, **detach,
+            )
+    except OSError as exc:
+        update_status(run_dir, state="failed", error=f"Could not start the training process: {exc}", finished=time.time())
+        raise RunError(f"Could not start the training process: {exc}") from exc
+    with _children_lock:
+        _children.append(process)
+    update_status(run_dir, pid=process.pid, proc_start=process_start_time(process.pid))
+
+
+def _reap() -> None:
+    with _children_lock:
+        _children[:] = [p for p in _children if p.poll() is None]
+
+
+def stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
+    """Ask a run to stop: a running one stops at its next step (writing last.pt) as ``stopped``;
+    a queued one is cancelled (``stopped``) at once. Other states are left as they are."""
+    run_dir = _existing_run(run_id, runs_dir)
+    with FileLock(run_dir / ".control.lock"):
+        current = status(run_id, runs_dir)
+        if current["state"] not in ACTIVE_STATES:
+            return
+        (run_dir / "stop").touch()
+        if current["state"] == "queued":
+            update_status(run_dir, only_if_state=("queued",), state="stopped", finished=time.time(),
+                          eta_seconds=None, error=None)
+
+
+def resume(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
+    """Continue a stopped, interrupted or failed run from its last.pt, appending to its metrics.
+
+    Starts a detached process like ``launch`` (queued behind other runs). A run
+    with no last.pt yet starts again from the beginning. Raises ``RunError``
+    for a run that is still active or already finished.
+    """
+    run_dir = _existing_run(run_id, runs_dir)
+    with FileLock(run_dir / ".control.lock"):
+        current = status(run_id, runs_dir)
+        state = current["state"]
+        if state in ACTIVE_STATES:
+            raise RunError(f"Run {run_id} is {state}; stop it first, or wait for it to end.")
+        if state == "finished":
+            raise RunError(f"Run {run_id} already finished all {current.get('epochs')} epochs; launch a new run to train more.")
+        _training().TrainConfig.from_json(run_dir / "config.json").validate(check_data=True)
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / "stop").unlink()
+        now = time.time()
+        update_status(run_dir, state="queued", queued_at=now, pid=None, proc_start=None, error=None,
+                      finished=None, eta_seconds=None, resumes=int(current.get("resumes") or 0) + 1)
+        _spawn(run_dir, resume=True)
+
+
+def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
+    """Delete a run's folder; an active run must be stopped first (``RunError``)."""
+    run_dir = _existing_run(run_id, runs_dir)
+    with FileLock(run_dir / ".control.lock"):
+        current = status(run_id, runs_dir)
+        if current["state"] in ACTIVE_STATES:
+            raise RunError(f"Run {run_id} is {current['state']}; stop it before deleting it.")
+    shutil.rmtree(run_dir)
+
+
+# --------------------------------------------------------------------------- #
+# Status
+
+
+def _process_alive(recorded: dict) -> bool:
+    pid = recorded.get("pid")
+    if pid:
+        return pid_alive(pid, recorded.get("proc_start"))
+    since = recorded.get("queued_at") or recorded.get("created") or 0
+    return time.time() - since < LAUNCH_GRACE_S
+
+
+def _status_of(run_dir: Path) -> dict:
+    recorded = read_json(run_dir / "status.json", default=None) or {}
+    result = {
+        "id": run_dir.name, "state": "queued", "pid": None, "epoch": 0, "epochs": None, "step": 0,
+        "steps_per_epoch": None, "created": None, "started": None, "updated": None, "finished": None,
+        "error": None, "eta_seconds": None,
+    }
+    result.update(recorded)
+    result["id"] = run_dir.name
+    if result["state"] in ACTIVE_STATES and not _process_alive(result):
+        result["recorded_state"] = result["state"]
+        result["state"] = "interrupted"
+        result["eta_seconds"] = None
+        result["error"] = result.get("error") or (
+            "The training process ended without finishing (killed, crashed, or the machine restarted); "
+            "resume continues from the last checkpoint."
+        )
+    elif result["state"] == "running" and result.get("eta_seconds") is not None and result.get("updated"):
+        result["eta_seconds"] = max(0.0, result["eta_seconds"] - (time.time() - result["updated"]))
+    return result
+
+
+def status(run_id: str, runs_dir: str | os.PathLike | None = None) -> dict:
+    """The run's status: ``state`` (one of ``STATES``), pid, epoch, epochs, step,
+    steps_per_epoch, created, started, updated, finished (unix times), error,
+    eta_seconds, best_val_acc, test_acc, ...
+
+    A run recorded as running or queued whose process is gone (or is a
+    zombie, or whose pid now belongs to another process) reads ``interrupted``.
+    """
+    _reap()
+    return _status_of(_existing_run(run_id, runs_dir))
+
+
+def wait(run_id: str, timeout: float | None = None, runs_dir: str | os.PathLike | None = None, poll: float = 0.2) -> dict:
+    """Poll until the run is no longer queued or running; return its status (TimeoutError after ``timeout`` s)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        current = status(run_id, runs_dir)
+        if current["state"] not in ACTIVE_STATES:
+            return current
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"Run {run_id} is still {current['state']} after {timeout} s.")
+        time.sleep(poll)
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and RUN_ID_PATTERN.fullmatch(p.name)),
+        key=lambda p: p.name,
+    )
+
+
+def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
+    """Every run, newest first: id, variant, dataset, recipe, state, epoch, epochs,
+    best_val_acc, test_acc (at the best validation epoch), last_test_acc,
+    duration_s (training time), created (datetime), error."""
+    import pandas as pd
+
+    _reap()
+    rows = []
+    now = time.time()
+    for run_dir in reversed(_run_dirs(paths.runs_root(runs_dir))):
+        config = read_json(run_dir / "config.json", default=None)
+        if not isinstance(config, dict):
+            continue
+        st = _status_of(run_dir)
+        duration = st.get("active_s")
+        if st["state"] == "running" and st.get("session_started"):
+            duration = (duration or 0.0) + now - st["session_started"]
+        rows.append({
+            "id": run_dir.name, "variant": config.get("variant"), "dataset": config.get("dataset"),
+            "recipe": config.get("recipe"), "state": st["state"], "epoch": st.get("epoch"),
+            "epochs": config.get("epochs"), "best_val_acc": st.get("best_val_acc"), "test_acc": st.get("test_acc"),
+            "last_test_acc": st.get("last_test_acc"), "duration_s": duration,
+            "created": datetime.fromtimestamp(st["created"]) if st.get("created") else None, "error": st.get("error"),
+        })
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def read_config(run_id: str, runs_dir: str | os.PathLike | None = None) -> TrainConfig:
+    """The run's ``TrainConfig``."""
+    return _training().TrainConfig.from_json(_existing_run(run_id, runs_dir) / "config.json")
+
+
+def log_tail(run_id: str, lines: int = 50, runs_dir: str | os.PathLike | None = None) -> str:
+    """The last ``lines`` lines of the run's process output (``log.txt``)."""
+    path = _existing_run(run_id, runs_dir) / "log.txt"
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 256 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------- #
+# Metrics and predictions
+
+
+def read_metrics(run_id: str, offset: int = 0, runs_dir: str | os.PathLike | None = None) -> tuple[list[dict], int]:
+    """Events appended since byte ``offset``; returns (events, new offset).
+
+    Reads only the bytes after ``offset``. A torn last line (a writer killed
+    mid-line, or one still writing) is left for the next call: the new offset
+    is the end of the last complete line.
+    """
+    path = _existing_run(run_id, runs_dir) / "metrics.jsonl"
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+    except FileNotFoundError:
+        return [], offset
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    events = []
+    for line in chunk[:end].split(b"\n"):
+        if line.strip():
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+    return events, offset + end + 1
+
+
+def frames_from_events(events: list[dict]) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """(steps, epochs) DataFrames from metric events in file order.
+
+    Events a resume superseded (steps after the checkpoint it continued from,
+    written before the process died) are dropped, so the curves are those of
+    the run as it was finally computed.
+    """
+    import pandas as pd
+
+    steps: list[dict] = []
+    epochs: list[dict] = []
+    for event in events:
+        kind = event.get("type")
+        if kind == "step":
+            steps.append(event)
+        elif kind == "epoch":
+            epochs.append(event)
+        elif kind == "resume":
+            step, epoch = event.get("step", 0), event.get("epoch", 0)
+            steps = [e for e in steps if e.get("step", 0) <= step]
+            epochs = [e for e in epochs if e.get("epoch", 0) <= epoch]
+    step_frame = pd.DataFrame([{k: e.get(k) for k in STEP_COLUMNS} for e in steps], columns=STEP_COLUMNS)
+    epoch_frame = pd.DataFrame([{k: e.get(k) for k in EPOCH_COLUMNS} for e in epochs], columns=EPOCH_COLUMNS)
+    return step_frame, epoch_frame
+
+
+def metrics_frames(run_id: str, runs_dir: str | os.PathLike | None = None) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """(steps, epochs) DataFrames of the whole run.
+
+    steps: epoch, step, batch, loss, lr, images_per_s, time.
+    epochs: epoch, step, train/val/test loss and acc, lr, epoch_time, train_time, eval_time, best, time.
+    """
+    events, _ = read_metrics(run_id, 0, runs_dir)
+    return frames_from_events(events)
+
+
+def prediction_epochs(run_id: str, runs_dir: str | os.PathLike | None = None) -> list[int]:
+    """Epochs whose test-split predictions are saved, ascending."""
+    folder = _existing_run(run_id, runs_dir) / "predictions"
+    found = []
+    for path in folder.glob("epoch-*.npz") if folder.is_dir() else ():
+        match = re.fullmatch(r"epoch-(\d+)\.npz", path.name)
+        if match:
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def read_predictions(run_id: str, epoch: int | None = None, runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
+    """The test split's per-sample predictions after ``epoch`` (None: the latest).
+
+    Columns: index (position in the test split), label, pred, p_pred, p_true,
+    loss. Empty when no epoch has finished yet; an epoch that was not saved
+    raises ``RunError`` listing those that were.
+    """
+    import numpy as np
+    import pandas as pd
+
+    epochs = prediction_epochs(run_id, runs_dir)
+    if epoch is None:
+        if not epochs:
+            return pd.DataFrame({c: [] for c in PREDICTION_COLUMNS})
+        epoch = epochs[-1]
+    if epoch not in epochs:
+        raise RunError(f"Run {run_id} has no predictions for epoch {epoch}; saved epochs: {epochs or 'none yet'}.")
+    path = run_path(run_id, runs_dir) / "predictions" / f"epoch-{epoch:03d}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return pd.DataFrame({c: arrays[c] for c in PREDICTION_COLUMNS})
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunError(f"Predictions file {path} cannot be read: {exc}") from None
+
+
+# --------------------------------------------------------------------------- #
+# Models
+
+
+def _checkpoint(run_id: str, which: str, runs_dir) -> dict:
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}.")
+    path = _existing_run(run_id, runs_dir) / f"{which}.pt"
+    if not path.exists():
+        raise _training().CheckpointError(
+            f"Run {run_id} has no {which}.pt yet ({path}): it is written at the end of the first epoch"
+            + (" or when the run is stopped." if which == "last" else ".")
+        )
+    return _training().load_checkpoint(path)
+
+
+def load_model(run_id: str, which: str = "best", runs_dir: str | os.PathLike | None = None) -> tuple["nn.Module", TrainConfig]:
+    """The run's model from ``best.pt`` (chosen by validation accuracy) or ``last.pt``, in eval mode on the CPU.
+
+    Loaded with ``torch.load(..., weights_only=True)``. A missing, truncated or
+    corrupt checkpoint raises ``CheckpointError`` naming the file.
+    """
+    training = _training()
+    checkpoint = _checkpoint(run_id, which, runs_dir)
+    return training.model_from_checkpoint(checkpoint), training.TrainConfig.from_dict(checkpoint["config"])
+
+
+def checkpoint_info(run_id: str, which: str = "best", runs_dir: str | os.PathLike | None = None) -> dict:
+    """What a checkpoint holds besides weights: epoch, step, best_val_acc, best_epoch,
+    best_test_acc, classes, mean, std, model_args (in_channels, num_classes, input_size), path."""
+    checkpoint = _checkpoint(run_id, which, runs_dir)
+    keys = ("epoch", "batch", "step", "best_val_acc", "best_epoch", "best_test_acc", "last_test_acc",
+            "classes", "mean", "std", "model_args", "path")
+    return {k: checkpoint.get(k) for k in keys}
+
+
+def evaluate_run(run_id: str, which: str = "best", runs_dir: str | os.PathLike | None = None):
+    """Evaluate a run's checkpoint on its dataset's test split (on the CPU).
+
+    Returns ``(training.EvalResult, info)`` with info as ``checkpoint_info`` plus ``dataset``.
+    """
+    training = _training()
+    checkpoint = _checkpoint(run_id, which, runs_dir)
+    config = training.TrainConfig.from_dict(checkpoint["config"])
+    model = training.model_from_checkpoint(checkpoint)
+    dataset = training.load_data(config)
+    channels_last = config.resolved_channels_last("cpu")
+    if channels_last:
+        import torch
+
+        model = model.to(memory_format=torch.channels_last)
+    result = training.evaluate(
+        model, dataset.test_x, dataset.test_y, mean=checkpoint["mean"], std=checkpoint["std"], device="cpu",
+        batch_size=max(64, 2 * config.batch_size), channels_last=channels_last,
+    )
+    info = {k: checkpoint.get(k) for k in ("epoch", "step", "best_val_acc", "best_epoch", "classes", "model_args", "path")}
+    info["dataset"] = config.dataset
+    return result, info
+
+
+# --------------------------------------------------------------------------- #
+# The training process
+
+
+def _queue_ahead(run_dir: Path) -> int:
+    """How many live queued runs in the same runs folder come before this one."""
+    me = read_json(run_dir / "status.json", default={}) or {}
+    my_key = (me.get("queued_at") or 0.0, run_dir.name)
+    ahead = 0
+    for other in _run_dirs(run_dir.parent):
+        if other.name == run_dir.name:
+            continue
+        st = read_json(other / "status.json", default=None)
+        if not isinstance(st, dict) or st.get("state") != "queued" or not _process_alive(st):
+            continue
+        if (st.get("queued_at") or 0.0, other.name) < my_key:
+            ahead += 1
+    return ahead
+
+
+def _take_slot(run_dir: Path, progress=None) -> FileLock | None:
+    """Wait in the queue until a slot is free and this run is first; None if cancelled meanwhile."""
+    root = run_dir.parent
+    limit = max_concurrent_runs()
+    stop_flag = threading.Event()
+    reported = None
+    with stop_signals(stop_flag):
+        while True:
+            current = read_json(run_dir / "status.json", default={}) or {}
+            if stop_flag.is_set() or (run_dir / "stop").exists() or current.get("state") != "queued":
+                update_status(run_dir, only_if_state=("queued",), state="stopped", finished=time.time(), error=None)
+                return None
+            with FileLock(root / ".queue.lock"):
+                ahead = _queue_ahead(run_dir)
+                if ahead == 0:
+                    for k in range(limit):
+                        slot = FileLock(root / f".slot-{k}.lock")
+                        if slot.acquire(blocking=False):
+                            if update_status(run_dir, only_if_state=("queued",), state="running", slot=k) is None:
+                                slot.release()
+                                return None
+                            return slot
+            if progress is not None and reported != ahead:
+                reported = ahead
+                progress({"type": "queued", "ahead": ahead, "limit": limit})
+            time.sleep(QUEUE_POLL_S)
+
+
+def run_worker(run_dir: str | os.PathLike, *, resume: bool = False, progress=None) -> dict:
+    """The body of a run's process: wait for a slot in the queue, then train.
+
+    Used by ``python -m alexnet_core train --run-dir DIR [--resume]`` (which
+    ``launch`` starts) and by the CLI's foreground ``train``. Returns
+    ``training.train``'s summary, or the status when cancelled while queued.
+    """
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / "config.json").is_file():
+        raise RunError(f"{run_dir} is not a run folder (no config.json).")
+    update_status(run_dir, pid=os.getpid(), proc_start=process_start_time(os.getpid()))
+    slot = _take_slot(run_dir, progress)
+    if slot is None:
+        return {**_status_of(run_dir), "run_dir": str(run_dir)}
+    try:
+        training = _training()  # torch is imported only now that this run's turn has come
+        try:
+            config = training.TrainConfig.from_json(run_dir / "config.json")
+        except training.ConfigError as exc:
+            update_status(run_dir, state="failed", error=str(exc), finished=time.time())
+            return {"state": "failed", "error": str(exc), "run_dir": str(run_dir)}
+        return training.train(config, run_dir, resume=resume, progress=progress)
+    finally:
+        slot.release()

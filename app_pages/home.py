@@ -1,0 +1,86 @@
+"""Home: what AlexNet Lab is, which datasets are here, and the quick demo."""
+
+import streamlit as st
+
+import lab_ui
+from alexnet_core import data, training, variants
+
+st.title("AlexNet Lab")
+st.markdown(
+    "AlexNet Lab lets you take apart **AlexNet**, the network that won ImageNet in 2012, "
+    "in six named variants from the paper, torchvision and well-known blog posts. "
+    "Pick a variant and a dataset in the sidebar, read every layer's shape and size, "
+    "and train it in the background while the loss and accuracy curves update live. "
+    "Then look at the test images it gets wrong, one by one."
+)
+
+
+def _launch_demo() -> None:
+    recipe = training.get_recipe("quick")
+    config = recipe.make_config()
+    try:
+        config.validate()
+        run_id = lab_ui.runs.launch(config)
+    except Exception as exc:
+        st.session_state["demo_error"] = str(exc)
+        return
+    st.session_state["focus_run"] = run_id
+    st.session_state["_watch_next"] = run_id
+    st.session_state["demo_launched"] = run_id
+    # Show the demo's variant and dataset in the sidebar too.
+    st.session_state["variant"] = config.variant
+    st.session_state["dataset"] = config.dataset
+    st.session_state["size"] = config.input_size or variants.get_spec(config.variant).input_size
+
+
+left, right = st.columns([3, 2], gap="large")
+with right:
+    st.subheader("Quick demo")
+    try:
+        quick = training.get_recipe("quick")
+    except Exception as exc:
+        lab_ui.error_ui("The quick demo recipe is missing.", exc)
+    else:
+        st.markdown(f"**{quick.title}.** {quick.description}")
+        st.button(
+            "Start the quick demo",
+            icon=":material/play_arrow:",
+            type="primary",
+            on_click=_launch_demo,
+            key="quick_demo",
+            width="stretch",
+        )
+    if err := st.session_state.pop("demo_error", None):
+        lab_ui.error_ui("The quick demo could not start.", RuntimeError(err))
+    if st.session_state.pop("demo_launched", None):
+        # query_params={} : a plain switch_page refuses to clear the sidebar's URL-bound params.
+        st.switch_page(lab_ui.TRAIN, query_params={})
+    st.markdown(
+        "**Where to go next**\n"
+        "- **Model**: every layer, its output shape and the arithmetic behind it.\n"
+        "- **Train**: pick a recipe, launch, watch the curves.\n"
+        "- **Predictions**: what the model gets wrong.\n"
+        "- **Runs**: compare, download and tidy up runs."
+    )
+
+with left:
+    st.subheader("Datasets")
+    here, missing = [], []
+    for name in data.list_datasets():
+        info = data.get_info(name)
+        ok, where = lab_ui.dataset_availability(name)
+        (here if ok else missing).append((info, where))
+    st.markdown("**Ready on this computer**")
+    for info, where in here:
+        st.markdown(f":material/check_circle: **{info.title}** (`{info.name}`): {info.description}")
+    if missing:
+        st.markdown("**Not here yet**")
+        for info, where in missing:
+            st.markdown(f":material/download: **{info.title}** (`{info.name}`): {info.description}")
+        with st.expander("How to get the others"):
+            st.markdown(
+                "Online, the torchvision datasets download by themselves the first time a run uses them. "
+                "Offline, put their files in the data root in torchvision's layout:"
+            )
+            for info, where in missing:
+                st.markdown(f"- **{info.title}**: {where}")

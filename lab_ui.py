@@ -1,0 +1,1341 @@
+"""Shared Streamlit helpers for AlexNet Lab's pages: the sidebar choice, cached
+loaders over ``alexnet_core``, friendly errors and small drawing helpers.
+
+Pages stay thin: they read widgets, call one or two functions here or in
+``alexnet_core``, and draw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from alexnet_core import anatomy, data, predict, runs, training, variants
+from alexnet_core.device import DEVICES
+
+HOME = "app_pages/home.py"
+MODEL = "app_pages/model.py"
+TRAIN = "app_pages/train.py"
+PREDICTIONS = "app_pages/predictions.py"
+RUNS = "app_pages/runs.py"
+
+ACTIVE_STATES = runs.ACTIVE_STATES
+STATE_ICONS = {
+    "queued": ":material/hourglass_top:",
+    "running": ":material/play_circle:",
+    "finished": ":material/check_circle:",
+    "failed": ":material/cancel:",
+    "stopped": ":material/stop_circle:",
+    "interrupted": ":material/warning:",
+}
+
+# --------------------------------------------------------------------------
+# The sidebar choice (variant, dataset, input size), bound to the URL
+
+
+@dataclass(frozen=True)
+class Selection:
+    variant: str
+    dataset: str
+    input_size: int
+    folder: str | None
+
+    @property
+    def spec(self):
+        return variants.get_spec(self.variant)
+
+
+def size_range(variant: str) -> tuple[int, int]:
+    """Input sizes offered for a variant: its minimum up to about twice its native size
+    (larger inputs grow the classifier of the variants without adaptive pooling)."""
+    spec = variants.get_spec(variant)
+    return variants.min_input_size(variant), max(64, min(2 * spec.input_size, 320))
+
+
+def _defaults() -> tuple[str, str]:
+    """The sidebar's defaults: TrainConfig's own (the small net on the bundled digits)."""
+    config = training.TrainConfig()
+    return config.variant, config.dataset
+
+
+def _check_link() -> None:
+    """On a session's first run, compare the link's values with the registries and
+    remember a notice for each one that falls back to the default."""
+    if "link_checked" in st.session_state:
+        return
+    st.session_state["link_checked"] = True
+    notices: list[str] = []
+    models, datasets = variants.list_models(), data.list_datasets()
+    params = st.query_params
+    variant, dataset = _defaults()
+    asked = params.get("variant")
+    if asked is not None:
+        if asked in models:
+            variant = asked
+        else:
+            notices.append(
+                f"The link asks for the variant **{asked}**, which does not exist; showing "
+                f"**{variant}** instead. Variants: {', '.join(models)}."
+            )
+    asked = params.get("dataset")
+    if asked is not None and asked not in datasets:
+        notices.append(
+            f"The link asks for the dataset **{asked}**, which does not exist; showing "
+            f"**{dataset}** instead. Datasets: {', '.join(datasets)}."
+        )
+    asked = params.get("size")
+    if asked is not None:
+        lo, hi = size_range(variant)
+        native = variants.get_spec(variant).input_size
+        try:
+            size = int(asked)
+        except ValueError:
+            size = None
+        if size is None or not lo <= size <= hi:
+            notices.append(
+                f"The link asks for the input size **{asked}**, which {variant} cannot take "
+                f"(it takes {lo} to {hi} pixels here); showing its native size **{native}** instead."
+            )
+    st.session_state["link_notices"] = notices
+
+
+def _on_variant_change() -> None:
+    # Forget the size: the widget starts again at the new variant's native size.
+    st.session_state.pop("size", None)
+
+
+def sidebar_ui() -> Selection:
+    """Draw the sidebar choice (kept across pages and in the URL) and return it."""
+    _check_link()
+    models, datasets = variants.list_models(), data.list_datasets()
+    default_variant, default_dataset = _defaults()
+    with st.sidebar:
+        st.markdown("### Your choice")
+        variant = st.selectbox(
+            "AlexNet variant",
+            models,
+            index=models.index(default_variant),
+            key="variant",
+            bind="query-params",
+            on_change=_on_variant_change,
+            help="The network to inspect and train. Each one is a named AlexNet from the paper or a blog post.",
+        )
+        spec = variants.get_spec(variant)
+        st.caption(f"{spec.title}: {spec.description}")
+        dataset = st.selectbox(
+            "Dataset",
+            datasets,
+            index=datasets.index(default_dataset),
+            key="dataset",
+            bind="query-params",
+            help="The images to train on and look at.",
+        )
+        folder = None
+        if dataset == "folder":
+            folder = st.text_input(
+                "Image folder (one sub-folder per class)",
+                key="folder",
+                bind="query-params",
+                help="A folder inside the data root, e.g. cats_vs_dogs/train.",
+            ).strip() or None
+        lo, hi = size_range(variant)
+        if "size" in st.session_state and not lo <= st.session_state["size"] <= hi:
+            st.session_state.pop("size")
+        size = st.number_input(
+            "Input size (pixels)",
+            min_value=lo,
+            max_value=hi,
+            value=spec.input_size,
+            step=1,
+            key="size",
+            bind="query-params",
+            help=f"Images are resized to this square size. {variant} is built for "
+            f"{spec.input_size}x{spec.input_size} and takes at least {lo}x{lo}.",
+        )
+        ok, where = dataset_availability(dataset, folder)
+        if ok:
+            st.caption(f":material/check_circle: {data.get_info(dataset).title}: {where}")
+        else:
+            st.warning(where, icon=":material/download:")
+    return Selection(variant=variant, dataset=dataset, input_size=int(size), folder=folder)
+
+
+def current() -> Selection:
+    """The sidebar choice as app.py drew it in this run."""
+    return st.session_state["_selection"]
+
+
+def link_notices_ui() -> None:
+    """Show what the link asked for that could not be used (until dismissed)."""
+    notices = st.session_state.get("link_notices") or []
+    if not notices:
+        return
+    for notice in notices:
+        st.warning(notice, icon=":material/link:")
+    if st.button("Dismiss", key="dismiss_link_notices"):
+        st.session_state["link_notices"] = []
+        st.rerun()
+
+
+# --------------------------------------------------------------------------
+# Errors
+
+
+def error_ui(message: str, exc: BaseException | None = None) -> None:
+    """A sentence a student understands, and the error's own text (never a traceback)."""
+    st.error(message, icon=":material/error:")
+    if exc is not None and str(exc):
+        st.caption(f"Details: {exc}")
+
+
+# --------------------------------------------------------------------------
+# Cached loaders (models and data are shared by every session)
+
+
+def dataset_availability(name: str, folder: str | None = None) -> tuple[bool, str]:
+    try:
+        return data.availability(name, folder=folder)
+    except Exception as exc:  # a bad folder name, an unreadable root
+        return False, str(exc)
+
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
+def load_dataset(name: str, root: str | None = None, folder: str | None = None) -> data.Dataset:
+    return data.load_dataset(name, root, folder=folder, download=False)
+
+
+def model_io(sel: Selection) -> tuple[int, int]:
+    """(in_channels, num_classes) of the network trained on the selection: the variant's
+    native channels (the data is adapted to it, as in training) and the dataset's classes."""
+    info = data.get_info(sel.dataset)
+    if info.num_classes is not None:
+        return sel.spec.in_channels, info.num_classes
+    try:
+        return sel.spec.in_channels, load_dataset(sel.dataset, None, sel.folder).num_classes
+    except Exception:
+        return sel.spec.in_channels, 2  # an image folder not chosen yet: show a two-class head
+
+
+@st.cache_resource(show_spinner="Building the network…", max_entries=8)
+def untrained_model(variant: str, in_channels: int, num_classes: int, input_size: int):
+    """A freshly initialised network (seed 0), in eval mode."""
+    import torch
+
+    torch.manual_seed(0)
+    model = variants.get_model(variant, in_channels, num_classes, input_size)
+    return model.eval()
+
+
+@st.cache_resource(show_spinner="Loading the run's weights…", max_entries=6)
+def _run_model(run_id: str, which: str, stamp: float):
+    model, config = runs.load_model(run_id, which=which)
+    return model.eval(), config
+
+
+def run_model(run_id: str, which: str = "best"):
+    """A run's network and config; reloaded when its checkpoint file changes."""
+    path = runs.run_path(run_id) / f"{which}.pt"
+    stamp = path.stat().st_mtime if path.exists() else 0.0
+    return _run_model(run_id, which, stamp)
+
+
+@st.cache_data(show_spinner="Reading the predictions…", max_entries=16)
+def _predictions(run_id: str, epoch: int | None, stamp: float) -> pd.DataFrame:
+    return runs.read_predictions(run_id, epoch)
+
+
+def predictions(run_id: str, epoch: int | None) -> pd.DataFrame:
+    folder = runs.run_path(run_id) / "predictions"
+    stamp = max((p.stat().st_mtime for p in folder.glob("*")), default=0.0) if folder.exists() else 0.0
+    return _predictions(run_id, epoch, stamp)
+
+
+@st.cache_data(show_spinner=False)
+def layer_table(variant: str, in_channels: int, num_classes: int, input_size: int):
+    model = untrained_model(variant, in_channels, num_classes, input_size)
+    return anatomy.layer_table(model, input_size, in_channels)
+
+
+@st.cache_data(show_spinner=False)
+def shape_trace(variant: str, in_channels: int, num_classes: int, input_size: int) -> pd.DataFrame:
+    model = untrained_model(variant, in_channels, num_classes, variants.get_spec(variant).input_size)
+    return anatomy.shape_trace(model, input_size)
+
+
+@st.cache_data(show_spinner="Comparing every variant…")
+def compare_variants(in_channels: int, num_classes: int) -> pd.DataFrame:
+    return anatomy.compare_variants(in_channels, num_classes)
+
+
+# --------------------------------------------------------------------------
+# Runs
+
+
+def list_runs() -> pd.DataFrame:
+    try:
+        return runs.list_runs()
+    except Exception as exc:
+        error_ui("The run store could not be read.", exc)
+        return pd.DataFrame(columns=["id", "variant", "dataset", "state"])
+
+
+def format_duration(seconds) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "–"
+    seconds = int(round(float(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def human_count(n) -> str:
+    """1234567 -> '1.23 M'."""
+    n = float(n)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f}"
+
+
+def feature_grids_ui(maps: dict, *, columns: int = 2, max_channels: int = 64, cell: int = 40) -> None:
+    """Each layer's channels as one grid image."""
+    items = list(maps.items())
+    for start in range(0, len(items), columns):
+        cols = st.columns(columns)
+        for col, (name, fmap) in zip(cols, items[start : start + columns]):
+            c, h, w = fmap.shape[-3:]
+            shown = min(c, max_channels)
+            col.image(
+                predict.channel_grid(fmap, max_channels=max_channels, cell=cell),
+                caption=f"{name}: {c} channels of {h}x{w}" + (f" (first {shown})" if shown < c else ""),
+                width="stretch",
+            )
+
+
+def run_dir_exists(run_id: str) -> bool:
+    try:
+        return Path(runs.run_path(run_id)).is_dir()
+    except Exception:
+        return False
+
+
+# --------------------------------------------------------------------------
+# Model page
+
+
+def format_layer_table(table: pd.DataFrame) -> pd.DataFrame:
+    out = table.copy()
+    out["output_shape"] = out["output_shape"].map(lambda s: " x ".join(map(str, s)) if isinstance(s, (tuple, list)) else str(s))
+    out["params"] = out["params"].map(lambda n: f"{int(n):,}" if n else "–")
+    out["mult_adds"] = out["mult_adds"].map(lambda n: human_count(n) if n else "–")
+    return out.rename(
+        columns={
+            "output_shape": "output (C x H x W)",
+            "params": "parameters",
+            "mult_adds": "mult-adds",
+        }
+    )
+
+
+def _remainder(row) -> int | None:
+    """(W - K + 2P) mod S for a conv/pool trace row; None for other rows."""
+    try:
+        w = int(str(row["in_hw"]).split("x")[0])
+        k, s, p = int(row["kernel"]), int(row["stride"]), int(row["padding"])
+    except (TypeError, ValueError):
+        return None
+    return (w - k + 2 * p) % s
+
+
+def format_trace(trace: pd.DataFrame, short: bool = False) -> pd.DataFrame:
+    out = trace.copy()
+    remainders = [_remainder(row) for _, row in out.iterrows()]
+    out["exact"] = ["" if r is None else ("✔" if r == 0 else f"✘ {r} px dropped") for r in remainders]
+    out = out.rename(columns={"in_hw": "in", "out_hw": "out", "out_channels": "channels"})
+    cols = ["layer", "type", "in", "out", "channels", "kernel", "stride", "padding", "arithmetic", "exact"]
+    if short:
+        cols = ["layer", "type", "arithmetic", "exact"]
+    return out[[c for c in cols if c in out.columns]]
+
+
+def style_inexact(frame: pd.DataFrame):
+    """Colour the rows whose division is not exact."""
+
+    def colour(row):
+        bad = str(row.get("exact", "")).startswith("✘")
+        return ["background-color: #ffd7cc; color: #7a1f00; font-weight: 700" if bad else "" for _ in row]
+
+    return frame.style.apply(colour, axis=1)
+
+
+@st.cache_data(show_spinner=False)
+def exact_sizes(variant: str, lo: int, hi: int) -> list[int]:
+    """Input sizes whose every conv/pool division is exact (nothing rounded away)."""
+    spec = variants.get_spec(variant)
+    model = untrained_model(variant, spec.in_channels, 10, spec.input_size)
+    sizes = []
+    for size in range(lo, hi + 1):
+        trace = anatomy.shape_trace(model, size)
+        remainders = [r for r in (_remainder(row) for _, row in trace.iterrows()) if r is not None]
+        if all(r == 0 for r in remainders):
+            sizes.append(size)
+    return sizes
+
+
+def format_compare(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    if "params" in out:
+        out["params"] = out["params"].map(lambda n: f"{int(n):,}")
+    if "mult_adds" in out:
+        out["mult_adds"] = out["mult_adds"].map(human_count)
+    for col in ("images_per_s", "train_images_per_s", "measured_images_per_s"):
+        if col in out:
+            out[col] = out[col].map(lambda v: "–" if v is None or pd.isna(v) else f"{float(v):,.0f}")
+    return out.rename(
+        columns={
+            "native_input": "native input",
+            "min_input": "min input",
+            "params": "parameters",
+            "mult_adds": "mult-adds",
+            "conv_layers": "convs",
+        }
+    )
+
+
+def runs_with_weights(variant: str | None = None, dataset: str | None = None) -> list[str]:
+    """Runs (newest first) that have a best.pt, optionally of one variant and dataset."""
+    frame = list_runs()
+    if frame.empty:
+        return []
+    if "created" in frame:
+        frame = frame.sort_values("created", ascending=False)
+    if variant is not None:
+        frame = frame[frame["variant"] == variant]
+    if dataset is not None:
+        frame = frame[frame["dataset"] == dataset]
+    return [rid for rid in frame["id"] if (runs.run_path(rid) / "best.pt").exists()]
+
+
+def feature_maps_section_ui(sel: Selection, in_channels: int, num_classes: int) -> None:
+    """One test image through the untrained net and, when chosen, a run's trained net."""
+    import torch
+
+    try:
+        ds = load_dataset(sel.dataset, None, sel.folder)
+    except Exception as exc:
+        error_ui(f"The {sel.dataset} images are not here, so there is no test image to show.", exc)
+        return
+    candidates = runs_with_weights(sel.variant, sel.dataset)
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        index = st.number_input(
+            "Test image (dataset index)", min_value=0, max_value=len(ds.test_y) - 1, value=0, step=1, key="fm_index"
+        )
+    with c2:
+        source = st.selectbox(
+            "Trained weights to compare with",
+            ["none"] + candidates,
+            index=1 if candidates else 0,
+            key="fm_run",
+            help=f"Runs of {sel.variant} on {sel.dataset} with saved weights (best.pt).",
+        )
+    size = sel.input_size
+    trained = None
+    if source != "none":
+        try:
+            trained, config = run_model(source)
+            size = config.resolved_input_size
+        except Exception as exc:
+            error_ui(f"The weights of run {source} could not be loaded.", exc)
+            trained = None
+    try:
+        untrained = untrained_model(sel.variant, in_channels, ds.num_classes, size)
+        x = data.prepare_batch(
+            ds.test_x[index : index + 1], in_channels=in_channels, size=size, mean=ds.mean, std=ds.std,
+            device=torch.device("cpu"),
+        )[0]
+        maps_u = anatomy.feature_maps(untrained, x).maps
+        maps_t = anatomy.feature_maps(trained, x).maps if trained is not None else None
+    except Exception as exc:
+        error_ui("The feature maps could not be computed for this image.", exc)
+        return
+    label = ds.classes[int(ds.test_y[index])]
+    pic, text = st.columns([1, 4])
+    pic.image(predict.tile_image(ds.test_x[index], None, target=128, border=2), caption=f"#{index}: {label}")
+    text.markdown(
+        f"Test image **#{index}** (a **{label}**), resized to {size}x{size}. Each square below is one channel "
+        "of a conv layer's output after its ReLU: bright where the filter responds. "
+        + (
+            "Left: the **untrained** net (random filters). Right: the same layer with the weights of run "
+            f"**{source}**: compare which channels light up once the filters have learned."
+            if maps_t is not None
+            else f"These come from the **untrained** net. Train {sel.variant} on {sel.dataset} to compare with learned filters."
+        )
+    )
+    for name, fmap in maps_u.items():
+        c, h, w = fmap.shape
+        st.markdown(f"**{name}**: {c} channels of {h}x{w}" + (f" (first 64 shown)" if c > 64 else ""))
+        if maps_t is None:
+            st.image(predict.channel_grid(fmap, cell=40), width=min(900, 60 * 8 + 40))
+            continue
+        a, b = st.columns(2)
+        a.image(predict.channel_grid(fmap, cell=40), caption="untrained", width="stretch")
+        b.image(predict.channel_grid(maps_t[name], cell=40), caption=f"trained ({source})", width="stretch")
+
+
+# --------------------------------------------------------------------------
+# Train page
+
+
+def apply_recipe_to_sidebar(name: str) -> None:
+    """Callback: move the sidebar's variant, dataset and size to a recipe's."""
+    config = training.get_recipe(name).config
+    st.session_state["variant"] = config.variant
+    st.session_state["dataset"] = config.dataset
+    st.session_state["size"] = config.resolved_input_size
+
+
+def train_form_ui(recipe, sel: Selection):
+    """The TrainConfig fields, prefilled by the recipe; returns the config they make."""
+    base = recipe.config
+    k = f"{recipe.name}:"  # a new recipe starts from its own values
+    st.subheader("Settings")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.number_input("Epochs", 1, 500, int(base.epochs), key=k + "epochs")
+    c2.number_input("Batch size", 1, 4096, int(base.batch_size), key=k + "batch_size")
+    optimizer = c3.selectbox(
+        "Optimizer", training.OPTIMIZERS, index=training.OPTIMIZERS.index(base.optimizer), key=k + "optimizer"
+    )
+    c4.number_input("Learning rate", min_value=0.0, value=float(base.lr), format="%.5f", step=0.001, key=k + "lr")
+    c1, c2, c3, c4 = st.columns(4)
+    schedule = c1.selectbox(
+        "Rate schedule", training.SCHEDULES, index=training.SCHEDULES.index(base.schedule), key=k + "schedule"
+    )
+    c2.number_input(
+        "Momentum (SGD)", 0.0, 0.999, float(base.momentum), step=0.05, key=k + "momentum", disabled=optimizer != "sgd"
+    )
+    c3.number_input(
+        "Weight decay", 0.0, 1.0, float(base.weight_decay), format="%.5f", step=1e-4, key=k + "weight_decay"
+    )
+    c4.number_input(
+        "Validation share", 0.0, 0.9, float(base.val_fraction), step=0.05, key=k + "val_fraction",
+        help="Held out of the training split to choose the best epoch; the test split never chooses.",
+    )
+    with st.expander("More settings: augmentation, schedule, device"):
+        c1, c2, c3, c4 = st.columns(4)
+        c1.checkbox("Random horizontal flip", bool(base.flip), key=k + "flip")
+        c2.number_input("Random crop padding (px)", 0, 64, int(base.crop_padding), key=k + "crop_padding")
+        c3.number_input("Random rotation (degrees)", 0.0, 180.0, float(base.rotation), key=k + "rotation")
+        c4.number_input(
+            "Label smoothing", 0.0, 0.99, float(base.label_smoothing), step=0.05, key=k + "label_smoothing"
+        )
+        c1, c2, c3, c4 = st.columns(4)
+        c1.number_input(
+            "Step schedule: every N epochs", 1, 500, int(base.step_size), key=k + "step_size", disabled=schedule != "step"
+        )
+        c2.number_input(
+            "… multiply the rate by", 0.01, 1.0, float(base.gamma), step=0.05, key=k + "gamma", disabled=schedule != "step"
+        )
+        c3.number_input("Seed", 0, 2**31 - 1, int(base.seed), key=k + "seed")
+        c4.selectbox("Device", DEVICES, index=DEVICES.index(base.device), key=k + "device")
+        if "groups" in sel.spec.options:
+            st.checkbox(
+                "Split conv2, conv4 and conv5 in two groups (the paper's two GPUs)",
+                bool(base.variant_options.get("groups", 1) == 2),
+                key=k + "groups",
+            )
+    return config_from_state(recipe.name)
+
+
+FORM_FIELDS = {
+    "epochs": int, "batch_size": int, "optimizer": str, "lr": float, "momentum": float, "weight_decay": float,
+    "schedule": str, "step_size": int, "gamma": float, "label_smoothing": float, "flip": bool,
+    "crop_padding": int, "rotation": float, "val_fraction": float, "seed": int, "device": str,
+}
+
+
+def config_from_state(recipe_name: str) -> "training.TrainConfig":
+    """The TrainConfig the sidebar and the Train form hold now (read from session state,
+    so the Launch callback sees the values sent with the click, not the last drawn ones)."""
+    recipe = training.get_recipe(recipe_name)
+    base, state, k = recipe.config, st.session_state, f"{recipe_name}:"
+    variant, _ = _defaults()
+    variant = state.get("variant", variant)
+    dataset = state.get("dataset", _defaults()[1])
+    folder = (state.get("folder") or "").strip() or None if dataset == "folder" else None
+    values = {name: cast(state.get(k + name, getattr(base, name))) for name, cast in FORM_FIELDS.items()}
+    options = {"groups": 2} if state.get(k + "groups") and "groups" in variants.get_spec(variant).options else {}
+    return recipe.make_config(
+        variant=variant,
+        dataset=dataset,
+        input_size=int(state.get("size", variants.get_spec(variant).input_size)),
+        folder=folder,
+        variant_options=options,
+        **values,
+    )
+
+
+def _estimate_key(config) -> tuple:
+    d = config.to_dict()
+    fields = (
+        "variant", "dataset", "input_size", "batch_size", "val_fraction", "device", "threads", "channels_last",
+        "flip", "crop_padding", "rotation", "folder", "data_root", "optimizer",
+    )
+    return tuple((f, str(d.get(f))) for f in fields) + (("options", str(sorted(config.variant_options.items()))),)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _estimate(key: tuple, config_dict: dict) -> float:
+    config = training.TrainConfig.from_dict(config_dict)
+    dataset = load_dataset(config.dataset, config.data_root, config.folder)
+    return training.estimate_epoch_seconds(config, dataset=dataset)
+
+
+SLOW_EPOCH_S = 180
+
+
+def estimate_ui(config, *, busy: bool = False) -> bool:
+    """Validate the settings and show how long an epoch should take; True when they can launch.
+
+    The timing runs a few real training steps, so it is drawn by a parallel
+    fragment (the rest of the page does not wait for it). Small inputs are timed
+    at once; 227-pixel nets, or any net while another run trains (the timing
+    would slow it and be wrong), wait for a click.
+    """
+    try:
+        config.validate()
+    except Exception as exc:
+        error_ui(f"These settings cannot train yet: {exc}")
+        return False
+    ok, where = dataset_availability(config.dataset, config.folder)
+    if not ok:
+        st.warning(f"The {config.dataset} images are not on this computer yet. {where}", icon=":material/download:")
+        return False
+    auto = config.resolved_input_size < 100 and not busy
+    # The timing is left to the fragment's first timer tick, after the page is drawn;
+    # once it is known the fragment stops polling.
+    waiting = auto and _estimate_key(config) not in st.session_state.get("_estimates", {})
+    st.fragment(_estimate_fragment, run_every=1.0 if waiting else None)(config, auto)
+    return True
+
+
+def _estimate_fragment(config, auto: bool) -> None:
+    key = _estimate_key(config)
+    measured = st.session_state.setdefault("_estimates", {})
+    if key not in measured and auto:
+        seen = st.session_state.setdefault("_estimate_seen", set())
+        if key not in seen:  # the page's own run: draw it first, time on the next tick
+            seen.add(key)
+            st.caption(":material/timer: Timing a few training steps to estimate the time per epoch…")
+            return
+        try:
+            measured[key] = _estimate(key, config.to_dict())
+        except Exception as exc:
+            measured[key] = None
+            st.session_state["_estimate_error"] = str(exc)
+        # No st.rerun() to stop the timer: it could swallow a click made meanwhile. The
+        # next full rerun registers this fragment without a timer; until then a tick
+        # only redraws this line.
+    if key in measured and measured[key] is None:
+        error_ui("The time per epoch could not be measured.", RuntimeError(st.session_state.get("_estimate_error", "")))
+        return
+    if key not in measured and not auto:
+        reason = (
+            "A run is training now, so timing would slow it down."
+            if config.resolved_input_size < 100
+            else f"A {config.resolved_input_size}-pixel {config.variant} net is slow on a CPU."
+        )
+        st.info(f"{reason} Measure how long an epoch takes (it times a few real training steps).", icon=":material/timer:")
+        if not st.button("Measure the time per epoch", icon=":material/timer:", key="measure"):
+            return
+    if key not in measured:
+        try:
+            measured[key] = _estimate(key, config.to_dict())
+        except Exception as exc:
+            error_ui("The time per epoch could not be measured.", exc)
+            return
+    seconds = measured[key]
+    total = seconds * config.epochs
+    text = (
+        f"About **{format_duration(seconds)} per epoch**, **{format_duration(total)}** for "
+        f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} on this computer."
+    )
+    if seconds > SLOW_EPOCH_S:
+        st.warning(
+            text + " That is long for a lesson: fewer epochs, a smaller input size or a smaller variant "
+            "would be quicker.",
+            icon=":material/hourglass_bottom:",
+        )
+    else:
+        st.markdown(":material/timer: " + text)
+
+
+def launch_callback(recipe_name: str) -> None:
+    """The Launch button's callback: it runs before the page is drawn, so the new run
+    shows at once. A second click on the same settings within seconds is ignored."""
+    import time
+
+    config = config_from_state(recipe_name)
+    signature = repr(config.to_dict())
+    last = st.session_state.get("_last_launch")
+    if last and last[0] == signature and time.monotonic() - last[1] < 5:
+        st.session_state["_launch_msg"] = ("info", f"Run {last[2]} was just started with these settings.")
+        return
+    try:
+        config.validate(check_data=True)
+        run_id = runs.launch(config)
+    except Exception as exc:
+        st.session_state["_launch_msg"] = ("error", f"The training run could not be started: {exc}")
+        return
+    st.session_state["_last_launch"] = (signature, time.monotonic(), run_id)
+    st.session_state["focus_run"] = run_id
+    st.session_state["_watch_next"] = run_id
+    st.session_state["_launch_msg"] = ("ok", run_id)
+
+
+def launch_message_ui() -> None:
+    kind, text = st.session_state.pop("_launch_msg", (None, None))
+    if kind == "error":
+        error_ui(text)
+    elif kind == "info":
+        st.info(text, icon=":material/info:")
+    elif kind == "ok":
+        st.toast(f"Started run {text}", icon=":material/rocket_launch:")
+
+
+# --------------------------------------------------------------------------
+# The live view of a run
+
+
+def run_ids_newest_first(frame: pd.DataFrame) -> list[str]:
+    if frame.empty:
+        return []
+    if "created" in frame:
+        frame = frame.sort_values("created", ascending=False, kind="stable")
+    return list(frame["id"])
+
+
+def pick_run_ui(ids: list[str], frame: pd.DataFrame, *, label: str = "Run") -> str:
+    """The run picker shared by Train and Predictions, bound to ``?run=`` in the URL.
+
+    Picks, in order: a run just launched, the one picked before, the link's,
+    the one last looked at, the newest running one, the newest. A link naming a
+    run that does not exist gets a notice.
+    """
+    asked = st.query_params.get("run")
+    if asked is not None and asked not in ids:
+        st.warning(f"The link names run **{asked}**, which does not exist (any more); showing another run.", icon=":material/link:")
+    launched = st.session_state.pop("_watch_next", None)
+    if launched in ids:
+        st.session_state["run"] = launched
+    elif st.session_state.get("run") not in ids and asked not in ids:
+        focus = st.session_state.get("focus_run")
+        active = [rid for rid, state in zip(frame["id"], frame["state"]) if state in ACTIVE_STATES]
+        st.session_state["run"] = focus if focus in ids else (active[0] if active else ids[0])
+    run_id = st.selectbox(
+        label,
+        ids,
+        key="run",
+        bind="query-params",
+        help="Every run in the run store, newest first.",
+    )
+    st.session_state["focus_run"] = run_id
+    return run_id
+
+
+def metrics_so_far(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(steps, epochs) of a run, reading only the metric lines written since the last call."""
+    key = f"_metrics::{run_id}"
+    acc = st.session_state.get(key) or {"offset": 0, "rows": []}
+    path = runs.run_path(run_id) / "metrics.jsonl"
+    if path.exists() and path.stat().st_size < acc["offset"]:  # the file was replaced: start over
+        acc = {"offset": 0, "rows": []}
+    new, offset = runs.read_metrics(run_id, acc["offset"])
+    acc["rows"].extend(new)
+    acc["offset"] = offset
+    st.session_state[key] = acc
+    # frames_from_events drops the steps a resume trained again.
+    return runs.frames_from_events(acc["rows"])
+
+
+# The theme's categorical colours (.streamlit/config.toml), large type for a projector.
+COLOURS = ["#0b57d0", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442"]
+
+
+def _layout(fig, title: str, xtitle: str, ytitle: str, height: int = 380):
+    fig.update_layout(
+        template="plotly_white",
+        colorway=COLOURS,
+        title=dict(text=title, font=dict(size=22, color="#111111")),
+        font=dict(size=17, color="#111111"),
+        height=height,
+        margin=dict(l=10, r=10, t=60, b=10),
+        legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0, font=dict(size=16)),
+        xaxis_title=xtitle,
+        yaxis_title=ytitle,
+    )
+    fig.update_xaxes(tickfont=dict(size=15), gridcolor="#d5dae3")
+    fig.update_yaxes(tickfont=dict(size=15), gridcolor="#d5dae3")
+    return fig
+
+
+def loss_chart(steps: pd.DataFrame, epochs: pd.DataFrame):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    if not steps.empty:
+        shown = steps if len(steps) <= 3000 else steps.iloc[:: len(steps) // 3000 + 1]
+        fig.add_trace(go.Scatter(x=shown["step"], y=shown["loss"], mode="lines", name="training (per step)", line=dict(width=2)))
+    if not epochs.empty:
+        for col, name, dash in (("val_loss", "validation", "dot"), ("test_loss", "test", "dash")):
+            if col in epochs and epochs[col].notna().any():
+                fig.add_trace(
+                    go.Scatter(x=epochs["step"], y=epochs[col], mode="lines+markers", name=f"{name} (per epoch)",
+                               line=dict(width=3, dash=dash), marker=dict(size=10))
+                )
+    return _layout(fig, "Loss", "step", "cross-entropy loss")
+
+
+def accuracy_chart(epochs: pd.DataFrame):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    if not epochs.empty:
+        for col, name in (("train_acc", "training"), ("val_acc", "validation"), ("test_acc", "test")):
+            if col in epochs and epochs[col].notna().any():
+                fig.add_trace(
+                    go.Scatter(x=epochs["epoch"], y=epochs[col] * 100, mode="lines+markers", name=name,
+                               line=dict(width=3), marker=dict(size=11))
+                )
+    fig = _layout(fig, "Accuracy per epoch", "epoch", "accuracy (%)")
+    fig.update_xaxes(dtick=1, rangemode="tozero")
+    fig.update_yaxes(range=[0, 101])
+    return fig
+
+
+def _progress(status: dict) -> tuple[float, str]:
+    epochs = int(status.get("epochs") or 0)
+    per_epoch = int(status.get("steps_per_epoch") or 0)
+    step = int(status.get("step") or 0)
+    total = epochs * per_epoch
+    fraction = min(step / total, 1.0) if total else 0.0
+    done = int(status.get("epoch") or 0)
+    state = status.get("state")
+    parts = []
+    if epochs:
+        current = min(done + 1, epochs) if state in ACTIVE_STATES else done
+        parts.append(f"epoch {current} of {epochs}")
+    if total:
+        parts.append(f"step {step:,} of {total:,}")
+    if status.get("images_per_s") and state in ACTIVE_STATES:
+        parts.append(f"{float(status['images_per_s']):,.0f} images/s")
+    if state in ACTIVE_STATES:
+        eta = status.get("eta_seconds")
+        parts.append(f"about {format_duration(eta)} left" if eta is not None else "estimating time left…")
+    if state == "finished":
+        fraction = 1.0
+    return fraction, " · ".join(parts)
+
+
+def _percent(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}%"
+
+
+def live_view(run_id: str, polling: bool) -> None:
+    """Status, progress, charts and controls of one run; polled while it trains."""
+    try:
+        status = runs.status(run_id)
+    except Exception as exc:
+        error_ui(f"Run {run_id} cannot be read (was it deleted?).", exc)
+        return
+    state = status.get("state", "?")
+    if polling != (state in ACTIVE_STATES):
+        st.rerun()  # start or stop polling with a full rerun
+    icon = STATE_ICONS.get(state, "")
+    fraction, text = _progress(status)
+    head, controls = st.columns([4, 1])
+    with head:
+        st.markdown(f"#### {icon} Run `{run_id}` is **{state}**")
+        st.progress(fraction, text=text or state)
+    with controls:
+        if state in ACTIVE_STATES:
+            if st.button("Stop", icon=":material/stop:", key=f"stop:{run_id}", width="stretch", help="Stops after the current step and saves a checkpoint."):
+                try:
+                    runs.stop(run_id)
+                    st.toast("Stop requested: the run stops after the current step.", icon=":material/stop:")
+                except Exception as exc:
+                    error_ui("The run could not be stopped.", exc)
+        elif state in ("stopped", "interrupted", "failed"):
+            if st.button("Resume", icon=":material/play_arrow:", key=f"resume:{run_id}", type="primary", width="stretch", help="Continues from the last checkpoint."):
+                try:
+                    runs.resume(run_id)
+                except Exception as exc:
+                    error_ui("The run could not be resumed.", exc)
+                else:
+                    st.rerun()
+        elif state == "finished":
+            # A link, not st.switch_page: a fragment cannot switch pages. The
+            # Predictions page opens on focus_run, the run watched here.
+            st.page_link(PREDICTIONS, label="See its predictions", icon=":material/image_search:")
+    if state == "failed":
+        error_ui(f"The run failed. {status.get('error') or 'The log below may say why.'}")
+    elif state == "interrupted":
+        st.warning("The training process stopped unexpectedly (the computer slept or the process was killed). Resume continues from the last checkpoint.", icon=":material/warning:")
+    elif state == "finished":
+        st.success(
+            f"Finished: best validation accuracy {_percent(status.get('best_val_acc'))}"
+            f" (epoch {status.get('best_epoch') or '–'}), test accuracy {_percent(status.get('test_acc'))}.",
+            icon=":material/check_circle:",
+        )
+    try:
+        steps, epochs = metrics_so_far(run_id)
+    except Exception as exc:
+        error_ui("The run's metrics could not be read.", exc)
+        return
+    if steps.empty and epochs.empty:
+        st.info("Waiting for the first training steps…" if state in ACTIVE_STATES else "This run recorded no metrics.", icon=":material/hourglass_top:")
+    else:
+        a, b = st.columns(2)
+        a.plotly_chart(loss_chart(steps, epochs), width="stretch", key=f"loss:{run_id}", theme=None)
+        b.plotly_chart(accuracy_chart(epochs), width="stretch", key=f"acc:{run_id}", theme=None)
+    with st.expander("Log (last 40 lines)"):
+        try:
+            st.code(runs.log_tail(run_id, 40) or "(empty)", language=None)
+        except Exception as exc:
+            st.caption(f"No log: {exc}")
+
+
+def watch_ui(frame: pd.DataFrame) -> None:
+    """Pick a run and show it live (polling only while it is queued or running)."""
+    ids = run_ids_newest_first(frame)
+    st.subheader("Watch a run")
+    if not ids:
+        st.info("No runs yet. Launch one above, or start the quick demo on Home.", icon=":material/lightbulb:")
+        return
+    run_id = pick_run_ui(ids, frame)
+    polling = dict(zip(frame["id"], frame["state"])).get(run_id) in ACTIVE_STATES
+    st.fragment(live_view, run_every="1s" if polling else None)(run_id, polling)
+
+
+# --------------------------------------------------------------------------
+# Predictions page
+
+
+def has_predictions(run_id: str) -> bool:
+    try:
+        return bool(runs.prediction_epochs(run_id))
+    except Exception:
+        return False
+
+
+PREDICTIONS_TABS = ["Test images", "Confusion matrix", "Your own image"]
+ANY = -1
+
+
+def _class_options(classes: list[str]) -> tuple[list[int], callable]:
+    return [ANY, *range(len(classes))], (lambda i: "any class" if i == ANY else f"{i}: {classes[i]}")
+
+
+def show_cell(true_index: int, pred_index: int) -> None:
+    """Filter the grid to one confusion-matrix cell and switch to it (a callback)."""
+    st.session_state["true_class"] = int(true_index)
+    st.session_state["pred_class"] = int(pred_index)
+    st.session_state["only_wrong"] = int(true_index) != int(pred_index)
+    st.session_state["grid_page"] = 1
+    st.session_state["pred_view"] = PREDICTIONS_TABS[0]
+
+
+def _clear_filters() -> None:
+    st.session_state["true_class"] = ANY
+    st.session_state["pred_class"] = ANY
+    st.session_state["grid_page"] = 1
+
+
+GRID_COLUMNS = 6
+
+
+def prediction_grid_ui(preds: pd.DataFrame, ds, classes: list[str]) -> None:
+    """Filters, a pager over every matching test image, and the tiles."""
+    options, label = _class_options(classes)
+    for key, default in (("only_wrong", True), ("by_loss", True), ("true_class", ANY), ("pred_class", ANY), ("grid_page", 1)):
+        st.session_state.setdefault(key, default)
+    for key in ("true_class", "pred_class"):
+        if st.session_state[key] not in options:
+            st.session_state[key] = ANY
+    c1, c2, c3, c4, c5 = st.columns([1.6, 1.6, 2, 2, 0.8])
+    only_wrong = c1.toggle("Misclassified only", key="only_wrong")
+    by_loss = c2.toggle("Top losses first", key="by_loss", help="Sort by loss, largest first; off: by dataset index.")
+    true_class = c3.selectbox("True class", options, format_func=label, key="true_class")
+    pred_class = c4.selectbox("Predicted class", options, format_func=label, key="pred_class")
+    c5.button("Clear", on_click=_clear_filters, help="Show every class again.", width="stretch")
+    shown = predict.filter_predictions(
+        preds,
+        misclassified=only_wrong,
+        true_class=None if true_class == ANY else true_class,
+        pred_class=None if pred_class == ANY else pred_class,
+        sort_by_loss=by_loss,
+    )
+    if shown.empty:
+        st.info("No test image matches these filters.", icon=":material/search_off:")
+        return
+    per_page = st.session_state.get("per_page", 24)
+    pages = max(1, math.ceil(len(shown) / per_page))
+    if not 1 <= st.session_state["grid_page"] <= pages:
+        st.session_state["grid_page"] = 1
+    p1, p2, p3, p4 = st.columns([1, 1, 1, 3])
+    page = p1.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key="grid_page")
+    p2.selectbox("Per page", [12, 24, 48, 96], index=1, key="per_page")
+    first, last = (page - 1) * per_page, min(page * per_page, len(shown))
+    p4.markdown(f"<br>Images **{first + 1}–{last}** of **{len(shown):,}** matching", unsafe_allow_html=True)
+    rows = list(shown.iloc[first:last].itertuples(index=False))
+    for start in range(0, len(rows), GRID_COLUMNS):
+        cols = st.columns(GRID_COLUMNS)
+        for col, row in zip(cols, rows[start : start + GRID_COLUMNS]):
+            ok = int(row.label) == int(row.pred)
+            with col:
+                st.image(predict.tile_image(ds.test_x[int(row.index)], ok, target=128), width="stretch")
+                st.markdown(_tile_text(row, classes, ok), unsafe_allow_html=True)
+
+
+def _tile_text(row, classes: list[str], ok: bool) -> str:
+    import html
+
+    colour = "#006b4f" if ok else "#a83a00"
+    mark = "✓" if ok else "✗"
+    return (
+        f"<div style='line-height:1.3;font-size:0.95rem;margin-top:-0.6rem'>"
+        f"<b style='color:{colour}'>{mark}</b> predicted <b style='color:{colour}'>{html.escape(classes[int(row.pred)])}</b> ({row.p_pred:.0%})<br>"
+        f"true: <b>{html.escape(classes[int(row.label)])}</b> ({row.p_true:.0%})<br>"
+        f"loss {row.loss:.2f} · #{int(row.index)}</div>"
+    )
+
+
+def _on_matrix_click() -> None:
+    event = st.session_state.get("matrix_click") or {}
+    points = (event.get("selection") or {}).get("points") or []
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, dict):  # the browser may send the pair as {"0": t, "1": p}
+            custom = [custom[k] for k in sorted(custom, key=int)]
+        try:
+            show_cell(int(custom[0]), int(custom[1]))
+        except (TypeError, ValueError, KeyError, IndexError):
+            continue  # a point of the heatmap itself: nothing to filter by
+        return
+
+
+def confusion_figure(matrix, classes: list[str]):
+    import numpy as np
+    import plotly.graph_objects as go
+
+    n = len(classes)
+    ti, pi = np.meshgrid(range(n), range(n), indexing="ij")
+    custom = np.stack([ti, pi], axis=-1)
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=list(classes),
+            y=list(classes),
+            customdata=custom,
+            colorscale="Blues",
+            text=np.where(matrix > 0, matrix.astype(str), "") if n <= 20 else None,
+            texttemplate="%{text}" if n <= 20 else None,
+            textfont=dict(size=18),
+            hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>",
+            showscale=False,
+        )
+    )
+    # Heatmap cells cannot be selected by a click; an invisible marker on each cell can.
+    fig.add_trace(
+        go.Scatter(
+            x=[classes[p] for p in pi.ravel()],
+            y=[classes[t] for t in ti.ravel()],
+            customdata=custom.reshape(-1, 2),
+            mode="markers",
+            marker=dict(symbol="square", size=max(8, min(40, 440 // max(n, 1))), opacity=0.01, color="#000000"),
+            hovertemplate="true %{y}, predicted %{x}: click to see these images<extra></extra>",
+            showlegend=False,
+        )
+    )
+    size = min(720, 120 + 48 * n)
+    fig = _layout(fig, "Confusion matrix (click a cell to see its images)", "predicted class", "true class", height=size)
+    fig.update_layout(clickmode="event+select")
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def confusion_ui(preds: pd.DataFrame, classes: list[str]) -> None:
+    import plotly.express as px
+
+    matrix = predict.confusion_matrix(preds, len(classes))
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.plotly_chart(
+            confusion_figure(matrix, classes),
+            width="stretch",
+            key="matrix_click",
+            theme=None,
+            on_select=_on_matrix_click,
+            selection_mode="points",
+        )
+    with right:
+        st.markdown("##### Most confused pairs")
+        st.caption("True class → predicted class. Click one to see its images.")
+        pairs = predict.most_confused(preds, classes, k=8)
+        if pairs.empty:
+            st.success("No mistakes at this epoch.", icon=":material/target:")
+        else:
+            cols = st.columns(2)
+            for i, row in enumerate(pairs.itertuples(index=False)):
+                cols[i % 2].button(
+                    f"{row.true} → {row.predicted}: {row.count}",
+                    key=f"pair:{row.true_index}:{row.pred_index}",
+                    on_click=show_cell,
+                    args=(row.true_index, row.pred_index),
+                    width="stretch",
+                )
+        acc = predict.per_class_accuracy(preds, classes)
+        acc["accuracy (%)"] = acc["accuracy"] * 100
+        fig = px.bar(
+            acc.sort_values("accuracy"),
+            x="accuracy (%)",
+            y="class",
+            orientation="h",
+            text=acc.sort_values("accuracy")["accuracy (%)"].map(lambda v: f"{v:.0f}%"),
+            hover_data=["correct", "total"],
+            color_discrete_sequence=COLOURS,
+        )
+        fig.update_yaxes(type="category")
+        fig.update_xaxes(range=[0, 105])
+        height = min(900, 120 + 32 * len(classes))
+        st.plotly_chart(_layout(fig, "Per-class accuracy", "accuracy (%)", "", height=height), width="stretch", key="per_class", theme=None)
+
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
+
+
+def upload_ui(run_id: str, ds, config) -> None:
+    """Classify an uploaded picture with the run's best weights; show its top 5 and feature maps."""
+    st.markdown(
+        f"Upload a picture and see what run **{run_id}** thinks it is. It is turned into a "
+        f"{ds.channels}-channel {ds.image_size}x{ds.image_size} image like the {config.dataset} ones, "
+        f"then resized to {config.resolved_input_size}x{config.resolved_input_size}."
+    )
+    upload = st.file_uploader("Picture (PNG, JPEG, GIF, BMP, WebP, TIFF)", type=UPLOAD_TYPES, key="upload")
+    if upload is None:
+        return
+    try:
+        image = predict.load_image(upload.getvalue())
+    except predict.ImageError as exc:
+        error_ui(str(exc))
+        return
+    try:
+        model, run_config = run_model(run_id)
+    except Exception as exc:
+        error_ui(f"The weights of run {run_id} could not be loaded.", exc)
+        return
+    invert = st.checkbox(
+        "Invert the colours (a dark drawing on light paper, for a net trained on light-on-dark images)",
+        value=predict.suggest_invert(image, ds.mean),
+        key=f"invert:{upload.file_id}",
+    )
+    try:
+        stored = predict.image_to_uint8(image, channels=ds.channels, image_size=ds.image_size, invert=invert)
+        x = predict.prepare_image(
+            image,
+            channels=ds.channels,
+            image_size=ds.image_size,
+            in_channels=predict.model_in_channels(model),
+            input_size=run_config.resolved_input_size,
+            mean=ds.mean,
+            std=ds.std,
+            invert=invert,
+        )
+        top = predict.top_k(model, x, list(ds.classes), k=5)
+        maps = anatomy.feature_maps(model, x[0]).maps
+    except Exception as exc:
+        error_ui("This picture could not be classified.", exc)
+        return
+    a, b, c = st.columns([1, 1, 2], gap="large")
+    a.image(image, caption=f"your picture ({image.width}x{image.height})", width="stretch")
+    b.image(predict.tile_image(stored[0], None, target=192, border=2), caption="as the network sees it", width="stretch")
+    with c:
+        import plotly.express as px
+
+        shown = top.assign(percent=top["probability"] * 100)
+        fig = px.bar(
+            shown[::-1], x="percent", y="class", orientation="h", text=shown[::-1]["percent"].map(lambda v: f"{v:.1f}%"),
+            color_discrete_sequence=COLOURS,
+        )
+        fig.update_yaxes(type="category")
+        fig.update_xaxes(range=[0, 105])
+        st.plotly_chart(_layout(fig, f"Best guess: {top['class'].iloc[0]} ({100 * top['probability'].iloc[0]:.0f}%)", "probability (%)", "", height=330), width="stretch", key="top5", theme=None)
+    st.markdown("##### Its feature maps (each conv layer's channels after ReLU)")
+    feature_grids_ui(maps)
+
+
+# --------------------------------------------------------------------------
+# Runs page
+
+
+def format_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    if "created" in out:
+        out = out.sort_values("created", ascending=False, kind="stable")
+        out["created"] = pd.to_datetime(out["created"], errors="coerce").dt.strftime("%Y-%m-%d %H:%M")
+    if "epoch" in out and "epochs" in out:
+        out["epochs"] = [f"{int(e or 0)} / {int(n or 0)}" for e, n in zip(out["epoch"].fillna(0), out["epochs"].fillna(0))]
+        out = out.drop(columns="epoch")
+    for col in ("best_val_acc", "test_acc"):
+        if col in out:
+            out[col] = out[col].map(_percent)
+    if "duration_s" in out:
+        out["duration_s"] = out["duration_s"].map(format_duration)
+    out = out.rename(
+        columns={"best_val_acc": "best validation acc.", "test_acc": "test acc.", "duration_s": "duration"}
+    )
+    keep = ["id", "variant", "dataset", "state", "epochs", "best validation acc.", "test acc.", "duration", "created"]
+    return out[[c for c in keep if c in out.columns]]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _frames(run_id: str, stamp: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return runs.metrics_frames(run_id)
+
+
+def metrics_frames(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    path = runs.run_path(run_id) / "metrics.jsonl"
+    stamp = path.stat().st_mtime if path.exists() else 0.0
+    return _frames(run_id, stamp)
+
+
+CURVES = {
+    "val_acc": "validation accuracy (%)",
+    "test_acc": "test accuracy (%)",
+    "train_acc": "training accuracy (%)",
+    "val_loss": "validation loss",
+    "test_loss": "test loss",
+    "train_loss": "training loss",
+}
+
+
+def compare_runs_ui(frame: pd.DataFrame, ids: list[str]) -> None:
+    import plotly.graph_objects as go
+
+    c1, c2 = st.columns([3, 1])
+    chosen = c1.multiselect("Runs to overlay", ids, default=ids[: min(4, len(ids))], key="compare_runs")
+    metric = c2.selectbox("Curve", list(CURVES), format_func=CURVES.get, key="compare_metric")
+    if not chosen:
+        st.caption("Pick one or more runs to overlay their curves.")
+        return
+    fig = go.Figure()
+    for run_id in chosen:
+        try:
+            _, epochs = metrics_frames(run_id)
+        except Exception as exc:
+            error_ui(f"The metrics of run {run_id} could not be read.", exc)
+            continue
+        if epochs.empty or metric not in epochs or epochs[metric].isna().all():
+            continue
+        y = epochs[metric] * (100 if metric.endswith("_acc") else 1)
+        fig.add_trace(go.Scatter(x=epochs["epoch"], y=y, mode="lines+markers", name=run_id, line=dict(width=3), marker=dict(size=9)))
+    if not fig.data:
+        st.info("None of these runs has finished an epoch yet.", icon=":material/hourglass_top:")
+        return
+    fig = _layout(fig, CURVES[metric] + " by epoch", "epoch", CURVES[metric], height=420)
+    fig.update_xaxes(dtick=1)
+    if metric.endswith("_acc"):
+        fig.update_yaxes(range=[0, 101])
+    st.plotly_chart(fig, width="stretch", key="compare_chart", theme=None)
+
+
+def _file_reader(path: Path):
+    return lambda: path.read_bytes()
+
+
+def _delete(run_id: str) -> None:
+    try:
+        runs.delete_run(run_id)
+    except Exception as exc:
+        st.session_state["_delete_error"] = f"Run {run_id} could not be deleted: {exc}"
+    else:
+        st.session_state.pop(f"_metrics::{run_id}", None)
+        st.session_state["_deleted"] = run_id
+    st.session_state.pop("confirm_delete", None)
+
+
+def run_files_ui(ids: list[str]) -> None:
+    if err := st.session_state.pop("_delete_error", None):
+        error_ui(err)
+    if gone := st.session_state.pop("_deleted", None):
+        st.success(f"Run {gone} was deleted.", icon=":material/delete:")
+    focus = st.session_state.get("focus_run")
+    if st.session_state.get("files_run") not in ids:
+        st.session_state["files_run"] = focus if focus in ids else ids[0]
+    run_id = st.selectbox("Run", ids, key="files_run")
+    folder = runs.run_path(run_id)
+    try:
+        status = runs.status(run_id)
+    except Exception as exc:
+        error_ui(f"Run {run_id} cannot be read.", exc)
+        return
+    c1, c2, c3, c4 = st.columns(4)
+    config_path = folder / "config.json"
+    c1.download_button(
+        "config.json", icon=":material/download:",
+        data=config_path.read_bytes() if config_path.exists() else b"{}",
+        file_name=f"{run_id}-config.json",
+        mime="application/json",
+        key="dl_config",
+        width="stretch",
+    )
+    try:
+        steps, epochs = metrics_frames(run_id)
+        csv = epochs.to_csv(index=False).encode()
+        steps_csv = steps.to_csv(index=False).encode()
+    except Exception:
+        csv = steps_csv = b""
+    c2.download_button(
+        "metrics per epoch (CSV)", icon=":material/download:", data=csv, file_name=f"{run_id}-epochs.csv", mime="text/csv", key="dl_epochs", width="stretch"
+    )
+    c3.download_button(
+        "metrics per step (CSV)", icon=":material/download:", data=steps_csv, file_name=f"{run_id}-steps.csv", mime="text/csv", key="dl_steps", width="stretch"
+    )
+    best = folder / "best.pt"
+    if best.exists():
+        c4.download_button(
+            icon=":material/download:", label=f"best.pt ({best.stat().st_size / 2**20:.1f} MB)",
+            data=_file_reader(best),
+            file_name=f"{run_id}-best.pt",
+            mime="application/octet-stream",
+            key="dl_best",
+            width="stretch",
+        )
+    else:
+        c4.caption("No best.pt yet: it is written after the first epoch.")
+
+    active = status.get("state") in ACTIVE_STATES
+    if st.session_state.get("confirm_delete") != run_id:
+        st.button(
+            "Delete this run…", icon=":material/delete:",
+            key="ask_delete",
+            disabled=active,
+            help="Stop the run first." if active else "Deletes the run's folder: weights, metrics and predictions.",
+            on_click=lambda: st.session_state.__setitem__("confirm_delete", run_id),
+        )
+        if active:
+            st.caption("A run that is training cannot be deleted: stop it on the Train page first.")
+        return
+    st.warning(f"Delete run **{run_id}** with its weights, metrics and predictions? This cannot be undone.", icon=":material/warning:")
+    y, n, _ = st.columns([1, 1, 4])
+    y.button("Yes, delete it", type="primary", key="yes_delete", on_click=_delete, args=(run_id,), width="stretch")
+    n.button("Cancel", key="no_delete", on_click=lambda: st.session_state.pop("confirm_delete", None), width="stretch")

@@ -1,0 +1,197 @@
+"""One journey through the dashboard in a real headless Chromium.
+
+`streamlit run app.py` on a free loopback port with the run store in a
+temporary folder; Playwright drives Debian's chromium. Every wait is on
+visible text or an element, never on a sleep. A screenshot of every page is
+saved in artifacts/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "artifacts"
+VIEWPORT = {"width": 1440, "height": 1800}
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)  # polling the health endpoint, not waiting on the page
+    raise TimeoutError(f"{url} did not become healthy in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    lab = tmp_path_factory.mktemp("e2e")
+    port = free_port()
+    env = dict(os.environ, ALEXNET_LAB_RUNS=str(lab / "runs"), ALEXNET_LAB_CACHE=str(lab / "cache"))
+    log = open(lab / "server.log", "wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "streamlit", "run", "app.py",
+            "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+            "--browser.gatherUsageStats", "false",
+        ],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            pg = browser.new_page(viewport=VIEWPORT)
+            pg.set_default_timeout(60_000)
+            yield pg
+        finally:
+            browser.close()
+
+
+def digit_png() -> bytes:
+    """A black 7 drawn on white paper, as a student would photograph it."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (120, 120), 255)
+    ImageDraw.Draw(img).line([(25, 20), (95, 20), (50, 105)], fill=0, width=14)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def settle(pg) -> None:
+    """Wait until the app is up and the script is not running."""
+    pg.wait_for_selector("[data-testid=stApp]")
+    pg.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]")
+
+
+RENDERED = """() => {
+    const images = Array.from(document.querySelectorAll('[data-testid=stImage] img'));
+    return images.every(i => i.complete && i.naturalWidth > 0)
+        && document.querySelectorAll('[data-testid=stSkeleton]').length === 0;
+}"""
+
+
+def shot(pg, name: str) -> None:
+    """Screenshot once every image has loaded and no placeholder is left."""
+    pg.wait_for_function(RENDERED)
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def no_exception(pg) -> None:
+    assert pg.locator("[data-testid=stException]").count() == 0
+
+
+def nav(pg, label: str) -> None:
+    pg.locator("[data-testid=stSidebarNav]").get_by_text(label, exact=True).click()
+
+
+def test_journey_home_model_train_predictions_runs(server, page):
+    expect = playwright_api.expect
+    expect.set_options(timeout=60_000)
+    pg = page
+
+    pg.goto(server)
+    settle(pg)
+    expect(pg.get_by_role("heading", name="AlexNet Lab")).to_be_visible()
+    expect(pg.get_by_text("Start the quick demo")).to_be_visible()
+    no_exception(pg)
+    shot(pg, "01-home")
+
+    nav(pg, "Model")
+    expect(pg.get_by_role("heading", name="AlexNet for 28x28 (MNIST)")).to_be_visible()
+    expect(pg.get_by_text("Mult-adds per image")).to_be_visible()
+    expect(pg).to_have_url(f"{server}/model")
+    settle(pg)
+    no_exception(pg)
+    shot(pg, "02-model")
+
+    nav(pg, "Train")
+    expect(pg.get_by_role("heading", name="Train", exact=True)).to_be_visible()
+    pg.get_by_role("button", name="Use the recipe's").click()  # the quick demo: digits at 16x16
+    expect(pg.get_by_text("at 16x16")).to_be_visible()
+    epochs = pg.get_by_label("Epochs", exact=True)
+    epochs.fill("1")
+    epochs.press("Enter")
+    launch = pg.get_by_role("button", name="Launch training")
+    expect(launch).to_be_enabled()
+    launch.click()
+    expect(pg.get_by_text("is finished")).to_be_visible(timeout=240_000)
+    expect(pg.get_by_text("epoch 1 of 1")).to_be_visible()  # the epochs typed just before the click
+    expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
+    expect(pg.get_by_text("Accuracy per epoch")).to_be_visible()
+    no_exception(pg)
+    shot(pg, "03-train")
+
+    pg.get_by_role("link", name="See its predictions").click()
+    expect(pg.get_by_role("heading", name="Predictions")).to_be_visible()
+    expect(pg.get_by_text("Misclassified only")).to_be_visible()
+    tile = pg.locator("[data-testid=stMarkdownContainer]", has_text="✗ predicted").first
+    expect(tile).to_be_visible()
+    expect(pg.locator("[data-testid=stImage]").first).to_be_visible()
+    no_exception(pg)
+    shot(pg, "04-predictions")
+
+    pg.get_by_role("tab", name="Your own image").click()
+    upload = pg.locator("[data-testid=stFileUploaderDropzoneInput]")
+    upload.set_input_files(files=[{"name": "broken.png", "mimeType": "image/png", "buffer": b"not a png"}])
+    expect(pg.get_by_text("not an image that can be read")).to_be_visible()
+    upload.set_input_files(files=[{"name": "seven.png", "mimeType": "image/png", "buffer": digit_png()}])
+    expect(pg.get_by_text("as the network sees it")).to_be_visible()
+    expect(pg.get_by_text("Best guess")).to_be_visible()
+    no_exception(pg)
+    shot(pg, "05-upload")
+
+    nav(pg, "Runs")
+    expect(pg.get_by_role("heading", name="Compare curves")).to_be_visible()
+    expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
+    expect(pg.get_by_role("button", name="best.pt")).to_be_visible()
+    no_exception(pg)
+    shot(pg, "06-runs")

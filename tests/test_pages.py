@@ -1,0 +1,249 @@
+"""Every page under streamlit.testing.v1.AppTest, at defaults, from a link, and on real runs.
+
+The run store lives in a temporary folder (the ``ui_lab`` fixture); runs are
+real training processes on the bundled digits, one epoch each.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from alexnet_core import runs, variants
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGES = {
+    "home": "app_pages/home.py",
+    "model": "app_pages/model.py",
+    "train": "app_pages/train.py",
+    "predictions": "app_pages/predictions.py",
+    "runs": "app_pages/runs.py",
+}
+TIMEOUT = 60
+
+
+def open_page(page: str, **params) -> AppTest:
+    """The app opened on ``page`` with a link's query parameters."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    if page != "home":
+        at.switch_page(PAGES[page]).run()
+    return at
+
+
+def no_errors(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown) + "\n".join(str(s.value) for s in at.success)
+
+
+# ---------------------------------------------------------------- every page renders
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_page_renders_at_defaults(ui_lab, page):
+    at = open_page(page)
+    no_errors(at)
+    assert at.title, "every page has a title"
+    assert at.sidebar.selectbox(key="variant").value == "mnist"
+    assert at.sidebar.selectbox(key="dataset").value == "digits"
+    assert at.sidebar.number_input(key="size").value == variants.get_spec("mnist").input_size
+
+
+def test_sidebar_is_filled_from_the_registries(ui_lab):
+    at = open_page("home")
+    from alexnet_core import data
+
+    assert at.sidebar.selectbox(key="variant").options == variants.list_models()
+    assert at.sidebar.selectbox(key="dataset").options == data.list_datasets()
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_link_opens_the_same_view(ui_lab, page):
+    at = open_page(page, variant="paper", dataset="digits", size="224")
+    no_errors(at)
+    assert not at.warning
+    assert at.sidebar.selectbox(key="variant").value == "paper"
+    assert at.sidebar.number_input(key="size").value == 224
+    if page == "model":
+        assert at.title[0].value == variants.get_spec("paper").title
+
+
+def test_choice_is_kept_across_pages(ui_lab):
+    at = open_page("home")
+    at.sidebar.selectbox(key="variant").set_value("cifar").run()
+    assert at.sidebar.number_input(key="size").value == 32  # the new variant's native size
+    at.switch_page(PAGES["model"]).run()
+    assert at.sidebar.selectbox(key="variant").value == "cifar"
+    assert at.title[0].value == variants.get_spec("cifar").title
+
+
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"variant": "alexnet9000"}, "variant **alexnet9000**"),
+        ({"dataset": "imagenet"}, "dataset **imagenet**"),
+        ({"size": "5"}, "input size **5**"),
+        ({"size": "big"}, "input size **big**"),
+    ],
+)
+def test_unknown_link_value_falls_back_with_a_notice(ui_lab, params, words):
+    at = open_page("model", **params)
+    no_errors(at)
+    assert any(words in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.sidebar.selectbox(key="variant").value == "mnist"
+    assert at.sidebar.selectbox(key="dataset").value == "digits"
+    assert at.sidebar.number_input(key="size").value == 28
+
+
+@pytest.mark.parametrize("tab", ["Layers", "Shapes", "224 or 227", "All variants", "Feature maps"])
+def test_model_tabs(ui_lab, tab):
+    at = open_page("model", variant="paper", size="227", model_view=tab)
+    no_errors(at)
+    if tab == "224 or 227":
+        assert len(at.table) == 2
+    if tab == "Feature maps":
+        assert len(at.get("image")) >= 1
+
+
+# ---------------------------------------------------------------- training from the page
+
+
+def test_train_launches_a_run_that_finishes(ui_lab):
+    at = open_page("train")
+    no_errors(at)
+    at.button(key="use_recipe_choice").click().run()  # the quick recipe's 16x16 digits
+    assert at.sidebar.number_input(key="size").value == 16
+    at.number_input(key="quick:epochs").set_value(1).run()
+    before = set(runs.list_runs()["id"])
+    at.button(key="launch").click().run()
+    no_errors(at)
+    new = set(runs.list_runs()["id"]) - before
+    assert len(new) == 1, "one click makes one run"
+    run_id = new.pop()
+    assert at.selectbox(key="run").value == run_id
+    assert runs.wait(run_id, timeout=240)["state"] == "finished"
+    at.run()  # AppTest never fires run_every: rerun to see the new state
+    no_errors(at)
+    assert f"Run `{run_id}` is **finished**" in texts(at)
+    assert "test accuracy" in texts(at)
+    assert len(at.get("plotly_chart")) == 2
+    assert runs.read_config(run_id).epochs == 1
+
+
+def test_launch_twice_quickly_makes_one_run(ui_lab, finished_run):
+    at = open_page("train")
+    at.number_input(key="quick:epochs").set_value(1).run()
+    before = set(runs.list_runs()["id"])
+    at.button(key="launch").click().run()
+    at.button(key="launch").click().run()
+    new = set(runs.list_runs()["id"]) - before
+    assert len(new) == 1
+    run_id = new.pop()
+    runs.stop(run_id)
+    assert runs.wait(run_id, timeout=120)["state"] in ("stopped", "finished")
+
+
+# ---------------------------------------------------------------- a finished run
+
+
+def test_predictions_grid_and_filters(ui_lab, finished_run):
+    at = open_page("predictions", run=finished_run)
+    no_errors(at)
+    assert at.selectbox(key="run").value == finished_run
+    preds = runs.read_predictions(finished_run)
+    wrong = int((preds["label"] != preds["pred"]).sum())
+    assert wrong > 0, "one epoch leaves mistakes to look at"
+    tiles = [m.value for m in at.markdown if "predicted" in m.value and "loss" in m.value]
+    assert len(tiles) == min(24, wrong) and all("✗" in t for t in tiles)
+    assert f"of **{wrong:,}** matching" in texts(at)
+
+    at.toggle(key="only_wrong").set_value(False).run()
+    assert f"of **{len(preds):,}** matching" in texts(at)
+    at.number_input(key="grid_page").set_value(2).run()  # paging, no cap
+    assert "Images **25–48**" in texts(at)
+
+    label = int(preds["label"].iloc[0])
+    at.selectbox(key="true_class").set_value(label).run()
+    n = int((preds["label"] == label).sum())
+    assert f"of **{n:,}** matching" in texts(at)
+    no_errors(at)
+
+
+def test_predictions_confusion_cell_filters_the_grid(ui_lab, finished_run):
+    at = open_page("predictions", run=finished_run, pred_view="Confusion matrix")
+    no_errors(at)
+    assert len(at.get("plotly_chart")) == 2  # the matrix and per-class accuracy
+    pair_buttons = [b for b in at.button if str(b.key).startswith("pair:")]
+    assert pair_buttons
+    _, t, p = pair_buttons[0].key.split(":")
+    pair_buttons[0].click().run()
+    assert at.session_state["pred_view"] == "Test images"
+    assert at.selectbox(key="true_class").value == int(t)
+    assert at.selectbox(key="pred_class").value == int(p)
+    preds = runs.read_predictions(finished_run)
+    n = int(((preds["label"] == int(t)) & (preds["pred"] == int(p))).sum())
+    assert f"of **{n:,}** matching" in texts(at)
+
+
+def test_predictions_upload_tab(ui_lab, finished_run):
+    at = open_page("predictions", run=finished_run, pred_view="Your own image")
+    no_errors(at)
+    assert "Upload a picture" in texts(at)
+
+
+def test_predictions_link_to_a_missing_run(ui_lab, finished_run):
+    at = open_page("predictions", run="no-such-run")
+    no_errors(at)
+    assert any("no-such-run" in w.value for w in at.warning)
+
+
+def test_runs_page_table_curves_downloads(ui_lab, finished_run):
+    at = open_page("runs")
+    no_errors(at)
+    assert finished_run in at.dataframe[0].value["id"].tolist()
+    assert len(at.get("plotly_chart")) == 1
+    at.selectbox(key="files_run").set_value(finished_run).run()
+    no_errors(at)
+    assert len(at.get("download_button")) == 4  # config, epoch CSV, step CSV, best.pt
+
+
+def test_runs_page_delete_asks_first(ui_lab, finished_run):
+    copy = "copy-of-a-run"
+    source = runs.run_path(finished_run)
+    shutil.copytree(source, source.parent / copy)
+    at = open_page("runs")
+    at.selectbox(key="files_run").set_value(copy).run()
+    at.button(key="ask_delete").click().run()
+    assert runs.run_path(copy).exists(), "nothing is deleted before the confirmation"
+    assert any("cannot be undone" in w.value for w in at.warning)
+    at.button(key="no_delete").click().run()
+    assert runs.run_path(copy).exists()
+    at.button(key="ask_delete").click().run()
+    at.button(key="yes_delete").click().run()
+    no_errors(at)
+    assert not runs.run_path(copy).exists()
+    assert copy not in runs.list_runs()["id"].tolist()
+
+
+def test_quick_demo_button_launches_and_goes_to_train(ui_lab):
+    at = open_page("home")
+    before = set(runs.list_runs()["id"])
+    at.button(key="quick_demo").click().run()
+    no_errors(at)
+    new = set(runs.list_runs()["id"]) - before
+    assert len(new) == 1
+    run_id = new.pop()
+    assert runs.read_config(run_id).recipe == "quick"
+    assert at.title[0].value == "Train"
+    assert at.selectbox(key="run").value == run_id
+    runs.stop(run_id)
+    assert runs.wait(run_id, timeout=120)["state"] in ("stopped", "finished")
