@@ -95,7 +95,7 @@ __all__ = [
 ]
 
 ACTIVE_STATES = ("queued", "running")
-RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 QUEUE_POLL_S = 0.5
 LAUNCH_GRACE_S = 30.0  # a queued run with no pid yet is being started, not dead
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -611,8 +611,20 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
 
 
 def read_config(run_id: str, runs_dir: str | os.PathLike | None = None) -> TrainConfig:
-    """The run's ``TrainConfig``."""
-    return _training().TrainConfig.from_json(_existing_run(run_id, runs_dir) / "config.json")
+    """The run's ``TrainConfig``. A hand-edited or damaged config.json (an
+    unknown variant or dataset, say) raises ``RunError`` naming the file and
+    what is wrong. The device is not checked: a run trained on a GPU can still
+    be inspected on a laptop."""
+    from . import data, variants
+
+    path = _existing_run(run_id, runs_dir) / "config.json"
+    try:
+        config = _training().TrainConfig.from_json(path)
+        variants.get_spec(config.variant)
+        data.get_info(config.dataset)
+        return config
+    except (ValueError, TypeError, OSError) as exc:
+        raise RunError(f"The run's {path} cannot be used: {exc}") from None
 
 
 def log_tail(run_id: str, lines: int = 50, runs_dir: str | os.PathLike | None = None) -> str:
@@ -653,7 +665,9 @@ def read_metrics(run_id: str, offset: int = 0, runs_dir: str | os.PathLike | Non
     for line in chunk[:end].split(b"\n"):
         if line.strip():
             with contextlib.suppress(ValueError):
-                events.append(json.loads(line))
+                event = json.loads(line)
+                if isinstance(event, dict):  # a hand-edited file can hold any JSON value
+                    events.append(event)
     return events, offset + end + 1
 
 
