@@ -792,7 +792,8 @@ def loss_chart(steps: pd.DataFrame, epochs: pd.DataFrame):
 
     fig = go.Figure()
     if not steps.empty:
-        shown = steps if len(steps) <= 3000 else steps.iloc[:: len(steps) // 3000 + 1]
+        # a projector shows a few hundred points; more only cost the browser time
+        shown = steps if len(steps) <= 500 else steps.iloc[:: len(steps) // 500 + 1]
         fig.add_trace(go.Scatter(x=shown["step"], y=shown["loss"], mode="lines", name="training (per step)", line=dict(width=2)))
     if not epochs.empty:
         for col, name, dash in (("val_loss", "validation", "dot"), ("test_loss", "test", "dash")):
@@ -895,13 +896,24 @@ def live_view(run_id: str, polling: bool) -> None:
             f" (epoch {status.get('best_epoch') or '–'}), test accuracy {_percent(status.get('test_acc'))}.",
             icon=":material/check_circle:",
         )
+
+
+# Polling costs the CPU that training needs (two cores on a laptop): the status
+# line is cheap and refreshes every second; the charts (a plotly re-render in
+# the browser each time) refresh every few seconds. Measured in bench/README.md.
+STATUS_EVERY_S = 1
+CHARTS_EVERY_S = 5
+
+
+def live_charts(run_id: str, active: bool) -> None:
+    """Loss and accuracy charts and the log of one run, from the new metric lines only."""
     try:
         steps, epochs = metrics_so_far(run_id)
     except Exception as exc:
         error_ui("The run's metrics could not be read.", exc)
         return
     if steps.empty and epochs.empty:
-        st.info("Waiting for the first training steps…" if state in ACTIVE_STATES else "This run recorded no metrics.", icon=":material/hourglass_top:")
+        st.info("Waiting for the first training steps…" if active else "This run recorded no metrics.", icon=":material/hourglass_top:")
     else:
         a, b = st.columns(2)
         a.plotly_chart(loss_chart(steps, epochs), width="stretch", key=f"loss:{run_id}", theme=None)
@@ -922,7 +934,8 @@ def watch_ui(frame: pd.DataFrame) -> None:
         return
     run_id = pick_run_ui(ids, frame)
     polling = dict(zip(frame["id"], frame["state"])).get(run_id) in ACTIVE_STATES
-    st.fragment(live_view, run_every="1s" if polling else None)(run_id, polling)
+    st.fragment(live_view, run_every=STATUS_EVERY_S if polling else None)(run_id, polling)
+    st.fragment(live_charts, run_every=CHARTS_EVERY_S if polling else None)(run_id, polling)
 
 
 # --------------------------------------------------------------------------
