@@ -1,0 +1,255 @@
+"""Section 4 of the benchmark: speed of the dashboard (issue 4, section 8).
+
+Starts ``streamlit run app.py`` on a free loopback port with its own run store,
+drives Debian's Chromium through Playwright's Python package, and measures
+
+- each page's first render: from navigation start (``performance.now()`` in the
+  page) until ``[data-testid=stApp]`` says ``data-test-connection-state=CONNECTED``
+  and ``data-test-script-state=notRunning`` (Streamlit's own e2e tests wait on
+  the same attributes; the state is ``initial`` until the first script run
+  starts, so an early ``notRunning`` cannot be mistaken for the end);
+- training images/s of the same short run launched through
+  ``alexnet_core.runs`` with nobody watching and with the Train page open on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from procstat import cpu_seconds, descendants
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PAGES = [("Home", ""), ("Model", "model"), ("Train", "train"), ("Predictions", "predictions"), ("Runs", "runs")]
+RENDERED = "[data-testid=stApp][data-test-connection-state=CONNECTED][data-test-script-state=notRunning]"
+RENDER_TARGET_S = 1.5
+WATCHED_TARGET = 0.95
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``streamlit run app.py`` on 127.0.0.1:<free port> with its own run store."""
+
+    def __init__(self, runs_dir: Path, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, ALEXNET_LAB_RUNS=str(runs_dir), PYTHONUNBUFFERED="1")
+        self.log = open(log, "wb")
+        self.start = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(self.port), "--server.address", "127.0.0.1",
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_healthy(self, timeout: float = 90.0) -> float:
+        """Poll /_stcore/health until it says ok; seconds since the process started."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with code {self.proc.returncode}; see {self.log.name}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        return time.perf_counter() - self.start
+            time.sleep(0.1)
+        raise RuntimeError(f"streamlit was not healthy within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+# Marks when the page's title (its st.title) first appears, in page time.
+_TITLE_OBSERVER = """
+(() => {
+  const mark = () => {
+    if (window.__titleAt === undefined && document.querySelector('[data-testid=stMain] h1')) {
+      window.__titleAt = performance.now();
+    }
+  };
+  new MutationObserver(mark).observe(document, {subtree: true, childList: true});
+})();
+"""
+
+
+def first_render(browser, url: str, timeout_ms: float = 60_000) -> tuple[float, float | None]:
+    """(complete, title) seconds from navigation start, in a fresh browser session.
+
+    complete: the first script run has finished (parallel fragments included);
+    title: the page's st.title heading is in the DOM.
+    """
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        context.add_init_script(_TITLE_OBSERVER)
+        page = context.new_page()
+        page.goto(url, wait_until="commit", timeout=timeout_ms)
+        page.wait_for_selector(RENDERED, state="attached", timeout=timeout_ms)
+        done = page.evaluate("performance.now()") / 1000.0
+        title = page.evaluate("window.__titleAt")
+        return done, (title / 1000.0 if title is not None else None)
+    finally:
+        context.close()
+
+
+def browser_cpu() -> dict[int, float]:
+    """CPU seconds of each live Chromium process this benchmark started."""
+    out = {}
+    for pid in descendants(os.getpid()):
+        with contextlib.suppress(OSError):
+            if "chrom" in Path(f"/proc/{pid}/comm").read_text():
+                out[pid] = cpu_seconds(pid) or 0.0
+    return out
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two snapshots by the processes alive at the second."""
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
+def fmt_s(v) -> str:
+    return "-" if v is None else f"{v:.2f} s"
+
+
+def step_rates(run_dir: Path, skip: int = 1) -> list[float]:
+    """images/s of a run's step events, the first ``skip`` (start-up, oneDNN warm-up) left out."""
+    import json
+
+    rates = []
+    with contextlib.suppress(FileNotFoundError):
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if event.get("type") == "step":
+                    rates.append(event["images_per_s"])
+    return rates[skip:]
+
+
+def section_ui(report, args, Row, runs_dir: Path) -> None:
+    from alexnet_core import runs, training
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    if not (ROOT / "app.py").exists():
+        report.add(Row("ui", "pages", details="app.py is not there yet: not measured"))
+        return
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        report.add(Row("ui", "pages", details="Playwright's Python package is not installed: not measured"))
+        return
+    if not Path(CHROMIUM).exists():
+        report.add(Row("ui", "pages", details=f"{CHROMIUM} is missing (apt-get install chromium): not measured"))
+        return
+
+    epochs = 2 if args.quick else 4
+    config = training.get_recipe("quick").make_config(epochs=epochs)
+
+    def train_once(cfg, watch=None, browser_use=None, label="") -> tuple[list[float], float, dict]:
+        run_id = runs.launch(cfg, runs_dir)
+        start = time.perf_counter()
+        before = browser_cpu()
+        closer = watch(run_id) if watch else None
+        status = {}
+        try:
+            status = runs.wait(run_id, timeout=600, runs_dir=runs_dir)
+        finally:
+            if browser_use is not None:  # read before closing: a closed tab's renderer is gone
+                browser_use[label] += cpu_since(before, browser_cpu())
+            if closer:
+                closer()
+            if status.get("state") in runs.ACTIVE_STATES or not status:  # interrupted or timed out: end it
+                with contextlib.suppress(Exception):
+                    runs.stop(run_id, runs_dir)
+        return step_rates(runs.run_path(run_id, runs_dir)), time.perf_counter() - start, status
+
+    # a finished run, so Predictions and Runs have something to show
+    seed_rates, _, seed_status = train_once(config.replace(epochs=1))
+    if seed_status.get("state") != "finished":
+        report.add(Row("ui", "pages", details=f"the seed run ended {seed_status.get('state')}: {seed_status.get('error')}",
+                       met=False))
+        return
+
+    server = Server(runs_dir, runs_dir.parent / "streamlit.log")
+    try:
+        up_s = server.wait_healthy()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                for title, path in PAGES:
+                    cold, cold_title = first_render(browser, f"{server.url}/{path}")
+                    details = f"first visit on a fresh server, new session; title shown at {fmt_s(cold_title)}"
+                    extra = {"cold_s": cold, "cold_title_s": cold_title, "server_up_s": up_s}
+                    if not args.quick:
+                        warm, warm_title = first_render(browser, f"{server.url}/{path}")
+                        details += f"; again in another new session: {warm:.2f} s (title {fmt_s(warm_title)})"
+                        extra.update(warm_s=warm, warm_title_s=warm_title)
+                    if title == "Home":
+                        details += f"; server healthy {up_s:.1f} s after start"
+                    report.add(Row(
+                        section="ui", case=f"{title} page: first render", ours=cold, ours_unit="s", details=details,
+                        target=f"<= {RENDER_TARGET_S} s", met=cold <= RENDER_TARGET_S, extra=extra,
+                    ))
+
+                rounds = 1 if args.quick else 2
+                unwatched, watched = [], []
+                server_cpu = {"unwatched": 0.0, "watched": 0.0}
+                browser_use = {"unwatched": 0.0, "watched": 0.0}
+                walls = {"unwatched": 0.0, "watched": 0.0}
+
+                def watch(run_id):
+                    context = browser.new_context(viewport={"width": 1400, "height": 900})
+                    page = context.new_page()
+                    page.goto(f"{server.url}/train?run={run_id}", wait_until="commit")
+                    return context.close
+
+                for _ in range(rounds):
+                    for label, watcher, into in (("unwatched", None, unwatched), ("watched", watch, watched)):
+                        before = cpu_seconds(server.proc.pid) or 0.0
+                        rates, wall, status = train_once(config, watcher, browser_use, label)
+                        server_cpu[label] += (cpu_seconds(server.proc.pid) or 0.0) - before
+                        walls[label] += wall
+                        if status.get("state") != "finished":
+                            raise RuntimeError(f"a {label} run ended {status.get('state')}: {status.get('error')}")
+                        into += rates
+            finally:
+                browser.close()
+        u, w = statistics.median(unwatched), statistics.median(watched)
+        report.add(Row(
+            section="ui", case=f"training with the Train page open vs nobody watching (quick recipe, {epochs} epochs)",
+            ours=w, ours_unit="img/s", reference=u, ratio=w / u,
+            details=(f"median of step events, {rounds} run(s) each, alternated; reference column = nobody "
+                     f"watching; while watched the Streamlit server used {server_cpu['watched'] / walls['watched']:.2f} "
+                     f"of a core and Chromium {browser_use['watched'] / walls['watched']:.2f} (unwatched: "
+                     f"{server_cpu['unwatched'] / walls['unwatched']:.2f} and "
+                     f"{browser_use['unwatched'] / walls['unwatched']:.2f}); runs took {walls['watched']:.0f} s "
+                     f"watched, {walls['unwatched']:.0f} s not"),
+            target=f">= {WATCHED_TARGET:.0%} of unwatched", met=w / u >= WATCHED_TARGET,
+            extra={"watched": watched, "unwatched": unwatched, "server_cpu_s": server_cpu,
+                   "browser_cpu_s": browser_use, "wall_s": walls},
+        ))
+    except Exception as exc:  # report what broke in the table; the rest of the benchmark still counts
+        report.add(Row("ui", "dashboard", details=f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                       met=False))
+    finally:
+        server.stop()
