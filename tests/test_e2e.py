@@ -8,82 +8,26 @@ saved in artifacts/ (gitignored).
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
+
+from tests.browser import CHROMIUM, VIEWPORT, Server, lab_env, launch_chromium, nav, no_exception, settle, shot
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "artifacts"
-VIEWPORT = {"width": 1440, "height": 1800}
-
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)  # polling the health endpoint, not waiting on the page
-    raise TimeoutError(f"{url} did not become healthy in {timeout} s")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     lab = tmp_path_factory.mktemp("e2e")
-    port = free_port()
-    env = dict(os.environ, ALEXNET_LAB_RUNS=str(lab / "runs"), ALEXNET_LAB_CACHE=str(lab / "cache"))
-    log = open(lab / "server.log", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", "app.py",
-            "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-            "--browser.gatherUsageStats", "false",
-        ],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with Server(lab_env(lab), lab / "server.log") as srv:
+        yield srv.url
 
 
 @pytest.fixture(scope="module")
 def page(server):
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        browser = launch_chromium(p)
         try:
             pg = browser.new_page(viewport=VIEWPORT)
             pg.set_default_timeout(60_000)
@@ -103,34 +47,6 @@ def digit_png() -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def settle(pg) -> None:
-    """Wait until the app is up and the script is not running."""
-    pg.wait_for_selector("[data-testid=stApp]")
-    pg.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]")
-
-
-RENDERED = """() => {
-    const images = Array.from(document.querySelectorAll('[data-testid=stImage] img'));
-    return images.every(i => i.complete && i.naturalWidth > 0)
-        && document.querySelectorAll('[data-testid=stSkeleton]').length === 0;
-}"""
-
-
-def shot(pg, name: str) -> None:
-    """Screenshot once every image has loaded and no placeholder is left."""
-    pg.wait_for_function(RENDERED)
-    ARTIFACTS.mkdir(exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
-def no_exception(pg) -> None:
-    assert pg.locator("[data-testid=stException]").count() == 0
-
-
-def nav(pg, label: str) -> None:
-    pg.locator("[data-testid=stSidebarNav]").get_by_text(label, exact=True).click()
 
 
 def test_journey_home_model_train_predictions_runs(server, page):

@@ -227,3 +227,20 @@ def test_resume_of_a_run_with_a_missing_process_is_refused_while_active(runs_dir
         runs.delete_run(run_id, runs_dir)
     training.update_status(run_dir, state="stopped")
     runs.delete_run(run_id, runs_dir)
+
+
+def test_frames_drop_the_steps_a_resume_superseded():
+    events = [
+        {"type": "start", "epoch": 0},
+        {"type": "step", "epoch": 1, "step": 10, "loss": 2.0},
+        {"type": "epoch", "epoch": 1, "step": 20, "test_acc": 0.5},
+        {"type": "step", "epoch": 2, "step": 25, "loss": 1.5},  # lost when the process was killed
+        {"type": "resume", "epoch": 1, "step": 20},
+        {"type": "step", "epoch": 2, "step": 25, "loss": 1.4},
+        {"type": "epoch", "epoch": 2, "step": 40, "test_acc": 0.7},
+    ]
+    steps, epochs = runs.frames_from_events(events)
+    assert list(steps["step"]) == [10, 25] and list(steps["loss"]) == [2.0, 1.4]
+    assert list(epochs["epoch"]) == [1, 2] and list(epochs["test_acc"]) == [0.5, 0.7]
+    empty_steps, empty_epochs = runs.frames_from_events([])
+    assert list(empty_steps.columns) == runs.STEP_COLUMNS and empty_epochs.empty
