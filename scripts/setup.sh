@@ -14,7 +14,7 @@ if [[ "${1:-}" == "--test" ]]; then
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
     echo "Installing Debian packages: ${need[*]}"
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
   fi
 fi
 
