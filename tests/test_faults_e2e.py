@@ -113,15 +113,16 @@ def assert_no_errors(pg) -> None:
 
 def assert_charts_hold_the_whole_run(pg, run_id: str, runs_dir: Path) -> None:
     """The Loss chart's per-step line and the accuracy chart's points are the run's
-    whole history as metrics_frames reads it from disk."""
+    whole history as metrics_frames reads it from disk (these runs are short
+    enough that the loss chart shows every step event unthinned)."""
     steps, epochs = runs.metrics_frames(run_id, runs_dir)
-    assert len(steps) <= 3000  # the chart thins longer runs
     want_steps = [int(v) for v in steps["step"]]
     want_epochs = [int(v) for v in epochs["epoch"]]
+    assert 0 < len(want_steps) <= 500, len(want_steps)  # the chart thins longer runs to ~500 points
     same = "JSON.stringify(x) === JSON.stringify(arg)"
-    try:  # the last redraw may still be on its way
-        wait_for_chart(pg, "Loss", "training (per step)", same, arg=want_steps, timeout=30_000)
-        wait_for_chart(pg, "Accuracy per epoch", "test", same, arg=want_epochs, timeout=30_000)
+    try:  # the charts redraw every few seconds: the last redraw may still be on its way
+        wait_for_chart(pg, "Loss", "training (per step)", same, arg=want_steps, timeout=60_000)
+        wait_for_chart(pg, "Accuracy per epoch", "test", same, arg=want_epochs, timeout=60_000)
     except playwright_api.TimeoutError:
         pass  # the assertions below say what differs
     charts = chart_xs(pg)
