@@ -74,7 +74,9 @@ class VariantSpec:
     adaptive_pool: int | None = None  # AdaptiveAvgPool2d output; None: flatten size follows the input
     batch_norm: bool = False  # BatchNorm2d after every conv
     dropout: float = 0.5
-    init: str = "default"  # "default" (PyTorch's), "paper" (N(0, 0.01) + paper biases)
+    # "default" (PyTorch's), "paper" (N(0, 0.01) + paper biases) or "kaiming" (He et al. 2015:
+    # keeps the activations' scale through ReLU layers, so a small net starts learning at once)
+    init: str = "default"
     hidden_bias_init: float = 0.0
     options: tuple[str, ...] = field(default=())  # extra keyword options get_model accepts
 
@@ -202,6 +204,7 @@ _SPECS: dict[str, VariantSpec] = {
                 Pool(3, 2),  # (N, 256, 3, 3)
             ),
             hidden=(1024, 512),
+            init="kaiming",
         ),
     )
 }
@@ -349,13 +352,19 @@ class AlexNet(nn.Module):
             head += [nn.Dropout(spec.dropout), linear, nn.ReLU(inplace=True)]
             width = hidden
         out = nn.Linear(width, num_classes)
-        self._init(out, 0.0)
+        self._init(out, 0.0, nonlinearity="linear")
         head.append(out)
         self.classifier = nn.Sequential(*head)
 
-    def _init(self, module: nn.Conv2d | nn.Linear, bias: float) -> None:
+    def _init(self, module: nn.Conv2d | nn.Linear, bias: float, nonlinearity: str = "relu") -> None:
         if self.spec.init == "paper":
             nn.init.normal_(module.weight, mean=0.0, std=0.01)
+            nn.init.constant_(module.bias, bias)
+        elif self.spec.init == "kaiming":
+            if nonlinearity == "relu":
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            else:  # the output layer: near-zero logits, so the first loss is ln(classes)
+                nn.init.normal_(module.weight, mean=0.0, std=0.01)
             nn.init.constant_(module.bias, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,10 +16,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from alexnet_core.training import get_recipe
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "artifacts"
 VIEWPORT = {"width": 1440, "height": 1800}
+QUICK_SIZE = get_recipe("quick").config.input_size  # the quick demo's input side, in pixels
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 

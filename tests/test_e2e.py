@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import CHROMIUM, VIEWPORT, Server, lab_env, launch_chromium, nav, no_exception, settle, shot
+from tests.browser import CHROMIUM, QUICK_SIZE, VIEWPORT, Server, lab_env, launch_chromium, nav, no_exception, settle, shot
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -71,8 +71,8 @@ def test_journey_home_model_train_predictions_runs(server, page):
 
     nav(pg, "Train")
     expect(pg.get_by_role("heading", name="Train", exact=True)).to_be_visible()
-    pg.get_by_role("button", name="Use the recipe's").click()  # the quick demo: digits at 16x16
-    expect(pg.get_by_text("at 16x16")).to_be_visible()
+    pg.get_by_role("button", name="Use the recipe's").click()  # the quick demo: digits, small
+    expect(pg.get_by_text(f"at {QUICK_SIZE}x{QUICK_SIZE}")).to_be_visible()
     epochs = pg.get_by_label("Epochs", exact=True)
     epochs.fill("1")
     epochs.press("Enter")

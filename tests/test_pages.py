@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from alexnet_core import runs, variants
+from alexnet_core import runs, training, variants
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+APP = str(Path(__file__).resolve().parent.parent / "dashboard.py")
 PAGES = {
     "home": "app_pages/home.py",
     "model": "app_pages/model.py",
@@ -120,8 +120,8 @@ def test_model_tabs(ui_lab, tab):
 def test_train_launches_a_run_that_finishes(ui_lab):
     at = open_page("train")
     no_errors(at)
-    at.button(key="use_recipe_choice").click().run()  # the quick recipe's 16x16 digits
-    assert at.sidebar.number_input(key="size").value == 16
+    at.button(key="use_recipe_choice").click().run()  # the quick recipe's small digits
+    assert at.sidebar.number_input(key="size").value == training.get_recipe("quick").config.input_size
     at.number_input(key="quick:epochs").set_value(1).run()
     before = set(runs.list_runs()["id"])
     at.button(key="launch").click().run()
