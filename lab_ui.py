@@ -8,6 +8,8 @@ Pages stay thin: they read widgets, call one or two functions here or in
 from __future__ import annotations
 
 import math
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -678,27 +680,61 @@ def _estimate_fragment(config, auto: bool) -> None:
         st.markdown(":material/timer: " + text)
 
 
+# A double click sends two clicks; with fastReruns the second one's script thread
+# runs its callback while the first thread, told to stop, may no longer write
+# st.session_state. So the record of recent launches lives in the server process,
+# keyed by session, and a lock makes check-launch-record one step.
+RELAUNCH_GUARD_S = 5.0
+
+
+@st.cache_resource
+def _launch_guard() -> tuple[threading.Lock, dict[str, tuple[str, float, str]]]:
+    return threading.Lock(), {}
+
+
+def _session_key() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "no-session"
+
+
+def launch_once(config: training.TrainConfig) -> tuple[str, bool]:
+    """Launch ``config`` unless this browser session launched the same settings in the
+    last few seconds. Returns (run id, whether it is a new run). Raises what
+    ``runs.launch`` raises."""
+    signature = repr(config.to_dict())
+    lock, recent = _launch_guard()
+    key = _session_key()
+    with lock:
+        last = recent.get(key)
+        now = time.monotonic()
+        if last and last[0] == signature and now - last[1] < RELAUNCH_GUARD_S:
+            return last[2], False
+        run_id = runs.launch(config)
+        recent[key] = (signature, now, run_id)
+        for other, (_, when, _) in list(recent.items()):  # forget sessions long gone
+            if now - when > 3600:
+                del recent[other]
+    return run_id, True
+
+
 def launch_callback(recipe_name: str) -> None:
     """The Launch button's callback: it runs before the page is drawn, so the new run
     shows at once. A second click on the same settings within seconds is ignored."""
-    import time
-
     config = config_from_state(recipe_name)
-    signature = repr(config.to_dict())
-    last = st.session_state.get("_last_launch")
-    if last and last[0] == signature and time.monotonic() - last[1] < 5:
-        st.session_state["_launch_msg"] = ("info", f"Run {last[2]} was just started with these settings.")
-        return
     try:
         config.validate(check_data=True)
-        run_id = runs.launch(config)
+        run_id, fresh = launch_once(config)
     except Exception as exc:
         st.session_state["_launch_msg"] = ("error", f"The training run could not be started: {exc}")
         return
-    st.session_state["_last_launch"] = (signature, time.monotonic(), run_id)
     st.session_state["focus_run"] = run_id
     st.session_state["_watch_next"] = run_id
-    st.session_state["_launch_msg"] = ("ok", run_id)
+    if fresh:
+        st.session_state["_launch_msg"] = ("ok", run_id)
+    else:
+        st.session_state["_launch_msg"] = ("info", f"Run {run_id} was just started with these settings.")
 
 
 def launch_message_ui() -> None:

@@ -20,7 +20,7 @@ def _launch_demo() -> None:
     config = recipe.make_config()
     try:
         config.validate()
-        run_id = lab_ui.runs.launch(config)
+        run_id, _ = lab_ui.launch_once(config)
     except Exception as exc:
         st.session_state["demo_error"] = str(exc)
         return

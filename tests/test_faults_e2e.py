@@ -25,7 +25,7 @@ import pytest
 
 from alexnet_core import runs
 from tests.browser import (
-    CHROMIUM, VIEWPORT, Server, chart_xs, error_texts, kill_runs, lab_env, launch_chromium, settle, shot, wait_for_chart,
+    CHROMIUM, QUICK_SIZE, VIEWPORT, Server, chart_xs, error_texts, kill_runs, lab_env, launch_chromium, settle, shot, wait_for_chart,
     wait_until,
 )
 
@@ -76,9 +76,9 @@ def open_train(pg, url: str) -> None:
 
 
 def fill_quick_demo(pg, epochs: int):
-    """The quick recipe (the mnist variant on digits at 16x16) with ``epochs``; returns the Launch button."""
+    """The quick recipe (the mnist variant on small digits) with ``epochs``; returns the Launch button."""
     pg.get_by_role("button", name="Use the recipe's").click()
-    expect(pg.get_by_text("Trains mnist on digits at 16x16")).to_be_visible()
+    expect(pg.get_by_text(f"Trains mnist on digits at {QUICK_SIZE}x{QUICK_SIZE}")).to_be_visible()
     field = pg.get_by_label("Epochs", exact=True)
     field.fill(str(epochs))
     field.press("Enter")
@@ -267,13 +267,6 @@ def launch_triggers(frames: list[bytes]) -> int:
     return count
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug: lab_ui.launch_callback keeps its double-click guard in st.session_state; with "
-    "fastReruns the second click's script thread runs the callback while the first thread, already told to "
-    "stop, cannot write session_state any more, so about 1 double click in 4 makes two runs. Remove this "
-    "mark with the fix (a per-session record under a threading.Lock, outside session_state).",
-)
 def test_two_quick_clicks_on_launch_make_one_run(lab, browser):
     runs_dir = lab / "runs"
     server = Server(lab_env(lab), lab / "server.log")
