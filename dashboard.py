@@ -1,6 +1,6 @@
-"""AlexNet Lab: `streamlit run app.py`.
+"""AlexNet Lab's dashboard, served by `streamlit run app.py` (see app.py).
 
-The entry file draws the frame shared by every page: the navigation and the
+This script draws the frame shared by every page: the navigation and the
 sidebar choice of variant, dataset and input size. Widgets created here keep
 their values on every page and are bound to the URL, so a link opens the same view.
 """

@@ -1,0 +1,38 @@
+"""AlexNet Lab: `streamlit run app.py`.
+
+This is the server's entry, a Streamlit ``st.App``: before the server takes its
+first connection it imports PyTorch and the lab once (about 2 s on two cores),
+so no visitor's first page waits for them. The dashboard itself, the frame
+every page shares, is ``dashboard.py``.
+"""
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+
+import streamlit as st
+
+log = logging.getLogger("alexnet_lab")
+
+
+def warm_up() -> None:
+    """Import what every page needs, in the server process, before anyone asks."""
+    started = time.perf_counter()
+    import plotly.graph_objects  # noqa: F401  (the charts)
+    import torch
+
+    import lab_ui  # noqa: F401  (alexnet_core, torchinfo, pandas)
+
+    # The first convolution on a CPU sets up oneDNN; do it here, not in a page.
+    torch.nn.functional.conv2d(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 3, 3))
+    log.warning("AlexNet Lab: PyTorch and the lab imported in %.1f s", time.perf_counter() - started)
+
+
+@asynccontextmanager
+async def lifespan(app):
+    await asyncio.to_thread(warm_up)
+    yield
+
+
+app = st.App("dashboard.py", lifespan=lifespan)
