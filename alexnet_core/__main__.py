@@ -20,6 +20,7 @@ import os
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
@@ -73,12 +74,26 @@ class ProgressLine:
         self.epochs = None
         self.width = 0
 
+    def _write(self, text: str) -> None:
+        """Write and flush; once the reader is gone (a closed terminal, a dead parent's pipe),
+        drop all further progress: the run goes on, and metrics.jsonl keeps the record."""
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            if self.stream is sys.stdout:  # so the interpreter's own flush at exit does not fail either
+                with contextlib.suppress(OSError, ValueError):
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, sys.stdout.fileno())
+            self.stream = None
+
     def _line(self, text: str) -> None:
         if self.live and self.width:
-            self.stream.write("\r" + " " * self.width + "\r")
+            self._write("\r" + " " * self.width + "\r")
             self.width = 0
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self._write(text + "\n")
 
     def __call__(self, event: dict) -> None:
         kind = event.get("type")
@@ -98,8 +113,7 @@ class ProgressLine:
                 f"{event['images_per_s']:.0f} img/s  loss {event['loss']:.4f}  ETA {_duration(event.get('eta_s'))}"
             )
             if self.live:
-                self.stream.write("\r" + text.ljust(self.width))
-                self.stream.flush()
+                self._write("\r" + text.ljust(self.width))
                 self.width = len(text)
             elif time.monotonic() - self.last_plain >= self.plain_interval:
                 self.last_plain = time.monotonic()
@@ -113,8 +127,7 @@ class ProgressLine:
 
     def close(self) -> None:
         if self.live and self.width:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._write("\n")
             self.width = 0
 
 

@@ -80,6 +80,30 @@ def test_train_in_the_foreground_then_runs_and_eval(workdir):
     assert done.returncode == 2 and "already finished" in done.stderr
 
 
+def test_foreground_train_finishes_when_its_reader_goes_away(workdir):
+    """The output pipe closes after the first line (a parent that died): the run still finishes."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), ALEXNET_LAB_CACHE=str(workdir / "cache"),
+               ALEXNET_LAB_RUNS=str(workdir / "runs"), ALEXNET_LAB_DATA=str(workdir / "data"))
+    env.pop("ALEXNET_LAB_MAX_RUNS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alexnet_core", "train", *TINY, "--epochs", "2"], cwd=workdir, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    first = proc.stdout.readline()  # "run <id> in <folder>"
+    proc.stdout.close()
+    try:
+        proc.wait(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = proc.stderr.read()
+    run_id = first.split()[1]
+    status = runs.status(run_id, workdir / "runs")
+    assert status["state"] == "finished", (status, stderr)
+    assert proc.returncode == 0, stderr
+    assert "BrokenPipeError" not in stderr
+
+
 def test_train_detach_prints_the_run_id_and_stop_cancels(workdir):
     env_runs = workdir / "runs"
     done = cli("train", *TINY, "--detach", workdir=workdir)
