@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from alexnet_core import anatomy, data, predict, runs, training, variants
+from alexnet_core import anatomy, data, paths, predict, runs, training, variants
 from alexnet_core.device import DEVICES
 
 HOME = "app_pages/home.py"
@@ -787,19 +787,45 @@ def pick_run_ui(ids: list[str], frame: pd.DataFrame, *, label: str = "Run") -> s
     return run_id
 
 
-def metrics_so_far(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(steps, epochs) of a run, reading only the metric lines written since the last call."""
-    key = f"_metrics::{run_id}"
-    acc = st.session_state.get(key) or {"offset": 0, "rows": []}
-    path = runs.run_path(run_id) / "metrics.jsonl"
-    if path.exists() and path.stat().st_size < acc["offset"]:  # the file was replaced: start over
-        acc = {"offset": 0, "rows": []}
-    new, offset = runs.read_metrics(run_id, acc["offset"])
-    acc["rows"].extend(new)
-    acc["offset"] = offset
-    st.session_state[key] = acc
-    # frames_from_events drops the steps a resume trained again.
-    return runs.frames_from_events(acc["rows"])
+class RunMetrics:
+    """One run's metrics and charts, shared by every session that watches it.
+
+    A class of twenty watching one run would otherwise each keep the events,
+    rebuild the frames and rebuild two plotly figures (tens of ms each) on
+    every refresh. Here the new metric lines are read once per refresh, and
+    frames and figures are rebuilt only when new lines arrived. The figures
+    are only read afterwards (``st.plotly_chart`` copies them to a dict).
+    """
+
+    def __init__(self, run_id: str, runs_dir: str):
+        self.run_id, self.runs_dir = run_id, runs_dir
+        self.lock = threading.Lock()
+        self.offset = 0
+        self.rows: list[dict] = []
+        self.built: tuple | None = None
+
+    def snapshot(self) -> tuple[pd.DataFrame, pd.DataFrame, object, object]:
+        """(steps, epochs, loss figure, accuracy figure), reading only the lines added since the last call."""
+        with self.lock:
+            path = runs.run_path(self.run_id, self.runs_dir) / "metrics.jsonl"
+            if path.exists() and path.stat().st_size < self.offset:  # the file was replaced: start over
+                self.offset, self.rows, self.built = 0, [], None
+            new, self.offset = runs.read_metrics(self.run_id, self.offset, self.runs_dir)
+            if new or self.built is None:
+                self.rows.extend(new)
+                # frames_from_events drops the steps a resume trained again.
+                steps, epochs = runs.frames_from_events(self.rows)
+                self.built = (steps, epochs, loss_chart(steps, epochs), accuracy_chart(epochs))
+            return self.built
+
+
+@st.cache_resource(max_entries=32)
+def _run_metrics(run_id: str, runs_dir: str) -> RunMetrics:
+    return RunMetrics(run_id, runs_dir)
+
+
+def run_metrics(run_id: str) -> RunMetrics:
+    return _run_metrics(run_id, str(paths.runs_root()))
 
 
 # The theme's categorical colours (.streamlit/config.toml), large type for a projector.
@@ -944,7 +970,7 @@ CHARTS_EVERY_S = 5
 def live_charts(run_id: str, active: bool) -> None:
     """Loss and accuracy charts and the log of one run, from the new metric lines only."""
     try:
-        steps, epochs = metrics_so_far(run_id)
+        steps, epochs, loss_fig, accuracy_fig = run_metrics(run_id).snapshot()
     except Exception as exc:
         error_ui("The run's metrics could not be read.", exc)
         return
@@ -952,8 +978,8 @@ def live_charts(run_id: str, active: bool) -> None:
         st.info("Waiting for the first training steps…" if active else "This run recorded no metrics.", icon=":material/hourglass_top:")
     else:
         a, b = st.columns(2)
-        a.plotly_chart(loss_chart(steps, epochs), width="stretch", key=f"loss:{run_id}", theme=None)
-        b.plotly_chart(accuracy_chart(epochs), width="stretch", key=f"acc:{run_id}", theme=None)
+        a.plotly_chart(loss_fig, width="stretch", key=f"loss:{run_id}", theme=None)
+        b.plotly_chart(accuracy_fig, width="stretch", key=f"acc:{run_id}", theme=None)
     with st.expander("Log (last 40 lines)"):
         try:
             st.code(runs.log_tail(run_id, 40) or "(empty)", language=None)
@@ -1317,7 +1343,7 @@ def _delete(run_id: str) -> None:
     except Exception as exc:
         st.session_state["_delete_error"] = f"Run {run_id} could not be deleted: {exc}"
     else:
-        st.session_state.pop(f"_metrics::{run_id}", None)
+        _run_metrics.clear(run_id, str(paths.runs_root()))
         st.session_state["_deleted"] = run_id
     st.session_state.pop("confirm_delete", None)
 

@@ -84,7 +84,7 @@ def fill_quick_demo(pg, epochs: int):
     field.press("Enter")
     expect(field).to_have_value(str(epochs))
     launch = pg.get_by_role("button", name="Launch training")
-    expect(launch).to_be_enabled()
+    expect(launch).to_be_enabled(timeout=30_000)  # a loaded machine can hold a rerun for seconds
     return launch
 
 
