@@ -353,13 +353,14 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "mnist",
             "MNIST net on Fashion-MNIST",
-            "The MNIST post's net, batch 128, 3 epochs, with AdamW 1e-3 and a cosine decay instead of its "
-            "SGD 0.01 (momentum 0.9): with the ReLUs the post forgot restored, the signal fades through the "
-            "default-initialised layers and SGD 0.01 stays at 10% for a whole epoch; even SGD 0.05 with a "
-            "cosine decay ends at 87.8% after 3 epochs. AdamW escapes the plateau within a few dozen steps.",
+            "The MNIST post's net for 3 epochs with AdamW 1e-3, a cosine decay, batch 64 and label "
+            "smoothing 0.1. Measured with python -m alexnet_core train --recipe mnist on 2 CPU cores "
+            "(about 3 min an epoch): 88.1%, 90.7%, 91.3% test accuracy after epochs 1-3 (90.96% without "
+            "label smoothing). The post's SGD 0.01 (momentum 0.9, batch 128) reaches 88.0% in 3 epochs with "
+            "this net's He initialisation.",
             TrainConfig(
-                variant="mnist", dataset="fashion-mnist", epochs=3, batch_size=128, optimizer="adamw",
-                lr=1e-3, momentum=0.9, weight_decay=5e-4, schedule="cosine",
+                variant="mnist", dataset="fashion-mnist", epochs=3, batch_size=64, optimizer="adamw",
+                lr=1e-3, momentum=0.9, weight_decay=5e-4, schedule="cosine", label_smoothing=0.1,
             ),
         ),
         Recipe(

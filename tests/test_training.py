@@ -122,7 +122,7 @@ def test_recipes_are_valid_configs():
         assert config.recipe == name and config.validate() is config
     reference = training.get_recipe("mnist").config
     assert (reference.variant, reference.dataset, reference.batch_size, reference.epochs) == (
-        "mnist", "fashion-mnist", 128, 3)
+        "mnist", "fashion-mnist", 64, 3)
     with pytest.raises(ConfigError, match="quick"):
         training.get_recipe("fast")
 
