@@ -162,7 +162,7 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
         report.add(Row("ui", "pages", details=f"{CHROMIUM} is missing (apt-get install chromium): not measured"))
         return
 
-    epochs = 2 if args.quick else 4
+    epochs = 2 if args.quick else 12  # ~15 s of training: the steady state, not just the page load
     config = training.get_recipe("quick").make_config(epochs=epochs)
 
     def train_once(cfg, watch=None, browser_use=None, label="") -> tuple[list[float], float, dict]:
