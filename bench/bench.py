@@ -210,28 +210,27 @@ def matmul_peak(n: int = 2048, reps: int = 8) -> dict:
 # Sources of images
 
 
+def _real_or_noise(name: str, shape: tuple[int, int, int], n: int, seed: int):
+    """n uint8 images of ``shape``: the dataset's first ones when it is in the data root, else seeded noise."""
+    ok, _ = data.availability(name)
+    if ok:
+        ds = data.load_dataset(name, download=False)
+        return ds.train_x[:n], ds.train_y[:n], ds.mean, ds.std, data.get_info(name).title
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    channels = shape[0]
+    return x, y, (0.5,) * channels, (0.25,) * channels, "random " + "x".join(map(str, shape))
+
+
 def cifar_like(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple, str]:
     """n uint8 3x32x32 images: real CIFAR-10 when it is in the data root, else seeded noise."""
-    ok, _ = data.availability("cifar10")
-    if ok:
-        ds = data.load_dataset("cifar10", download=False)
-        return ds.train_x[:n], ds.train_y[:n], ds.mean, ds.std, "CIFAR-10"
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
-    y = torch.randint(0, 10, (n,), generator=g)
-    return x, y, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "random 3x32x32"
+    return _real_or_noise("cifar10", (3, 32, 32), n, seed)
 
 
 def gray28(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple, str]:
     """n uint8 1x28x28 images: Fashion-MNIST when available offline, else seeded noise."""
-    ok, _ = data.availability("fashion-mnist")
-    if ok:
-        ds = data.load_dataset("fashion-mnist", download=False)
-        return ds.train_x[:n], ds.train_y[:n], ds.mean, ds.std, "Fashion-MNIST"
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
-    y = torch.randint(0, 10, (n,), generator=g)
-    return x, y, (0.5,), (0.25,), "random 1x28x28"
+    return _real_or_noise("fashion-mnist", (1, 28, 28), n, seed)
 
 
 # --------------------------------------------------------------------------- #

@@ -271,6 +271,23 @@ def lab_environ(lab: Path):
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def browsers():
+    """Headless Chromium, its driver and every process it starts on the browsers' core."""
+    from playwright.sync_api import sync_playwright
+
+    with on_cores(BROWSER_CORE):
+        p = sync_playwright().start()
+    try:
+        browser = launch_chromium(p)
+        try:
+            yield browser
+        finally:
+            browser.close()
+    finally:
+        p.stop()
+
+
 def cpu_use(pids: list[int], seconds: float, before: dict[int, float]) -> float:
     """CPU cores used on average by ``pids`` since ``before`` was taken."""
     return sum(cpu_seconds(p) - before.get(p, 0.0) for p in pids) / seconds
@@ -280,8 +297,6 @@ def cpu_use(pids: list[int], seconds: float, before: dict[int, float]) -> float:
 
 
 def test_twenty_viewers_while_a_run_trains(tmp_path):
-    from playwright.sync_api import sync_playwright
-
     lab = tmp_path
     with lab_environ(lab) as runs_dir:
         server = Server(lab_env(lab), lab / "server.log")
@@ -300,35 +315,27 @@ def test_twenty_viewers_while_a_run_trains(tmp_path):
             other0 = other.cores()
             stop_run(alone, runs_dir)
 
-            with on_cores(BROWSER_CORE):  # the driver, and the Chromium it starts, on the browsers' core
-                p = sync_playwright().start()
-            try:
-                browser = launch_chromium(p)
-                try:
-                    with on_cores(SERVER_CORE):
-                        watched = launch_and_warm(runs_dir)
-                    opened = time.monotonic()
-                    pages = open_viewers(browser, server.url, watched, VIEWERS)
-                    open_s = time.monotonic() - opened
-                    for pg in pages:
-                        settle(pg)
-                    rss_start = rss_mb(server.pid)
-                    cpu_pids = {"server": [server.pid], "chromium": chromium_pids(),
-                                "training": [runs.status(watched, runs_dir)["pid"]]}
-                    cpu_before = {pid: cpu_seconds(pid) for pids in cpu_pids.values() for pid in pids}
-                    t1 = time.time()
-                    other = OtherWork().start()
-                    reports, samples = watch(pages, server.pid, WINDOW_S)
-                    t2 = time.time()
-                    other20 = other.cores()
-                    busy = rates(watched, runs_dir, t1, t2)
-                    cores = {name: cpu_use(pids, t2 - t1, cpu_before) for name, pids in cpu_pids.items()}
-                    rss_end = rss_mb(server.pid)
-                    stop_run(watched, runs_dir)
-                finally:
-                    browser.close()
-            finally:
-                p.stop()
+            with browsers() as browser:
+                with on_cores(SERVER_CORE):
+                    watched = launch_and_warm(runs_dir)
+                opened = time.monotonic()
+                pages = open_viewers(browser, server.url, watched, VIEWERS)
+                open_s = time.monotonic() - opened
+                for pg in pages:
+                    settle(pg)
+                rss_start = rss_mb(server.pid)
+                cpu_pids = {"server": [server.pid], "chromium": chromium_pids(),
+                            "training": [runs.status(watched, runs_dir)["pid"]]}
+                cpu_before = {pid: cpu_seconds(pid) for pids in cpu_pids.values() for pid in pids}
+                t1 = time.time()
+                other = OtherWork().start()
+                reports, samples = watch(pages, server.pid, WINDOW_S)
+                t2 = time.time()
+                other20 = other.cores()
+                busy = rates(watched, runs_dir, t1, t2)
+                cores = {name: cpu_use(pids, t2 - t1, cpu_before) for name, pids in cpu_pids.items()}
+                rss_end = rss_mb(server.pid)
+                stop_run(watched, runs_dir)
         finally:
             server.stop()
             kill_runs(runs_dir)
@@ -360,8 +367,6 @@ def test_twenty_viewers_while_a_run_trains(tmp_path):
 
 def soak(seconds: float, viewers: int = VIEWERS) -> int:
     """20 viewers watch one run for ``seconds``; print the server's memory over time."""
-    from playwright.sync_api import sync_playwright
-
     seconds = max(10.0, min(seconds, 3600.0))
     with tempfile.TemporaryDirectory(prefix="alexnet-soak-") as tmp, lab_environ(Path(tmp)) as runs_dir:
         lab = Path(tmp)
@@ -370,26 +375,18 @@ def soak(seconds: float, viewers: int = VIEWERS) -> int:
             with on_cores(SERVER_CORE):
                 server.start()
             print(f"server up at {server.url}: RSS {rss_mb(server.pid):.0f} MB with no session", flush=True)
-            with on_cores(BROWSER_CORE):
-                p = sync_playwright().start()
-            try:
-                browser = launch_chromium(p)
-                try:
-                    with on_cores(SERVER_CORE):
-                        run_id = launch_and_warm(runs_dir)
-                    pages = open_viewers(browser, server.url, run_id, viewers)
-                    for pg in pages:
-                        settle(pg)
-                    print(f"{viewers} viewers open: RSS {rss_mb(server.pid):.0f} MB; watching for {seconds:.0f} s", flush=True)
-                    t0 = time.time()
-                    reports, samples = watch(pages, server.pid, seconds)
-                    t1 = time.time()
-                    speed = rates(run_id, runs_dir, t0, t1)
-                    stop_run(run_id, runs_dir)
-                finally:
-                    browser.close()
-            finally:
-                p.stop()
+            with browsers() as browser:
+                with on_cores(SERVER_CORE):
+                    run_id = launch_and_warm(runs_dir)
+                pages = open_viewers(browser, server.url, run_id, viewers)
+                for pg in pages:
+                    settle(pg)
+                print(f"{viewers} viewers open: RSS {rss_mb(server.pid):.0f} MB; watching for {seconds:.0f} s", flush=True)
+                t0 = time.time()
+                reports, samples = watch(pages, server.pid, seconds)
+                t1 = time.time()
+                speed = rates(run_id, runs_dir, t0, t1)
+                stop_run(run_id, runs_dir)
         finally:
             server.stop()
             kill_runs(runs_dir)

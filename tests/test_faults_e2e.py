@@ -53,6 +53,17 @@ def lab(tmp_path):
 
 
 @pytest.fixture
+def server(lab):
+    """`streamlit run app.py` on a loopback port over the lab's run store, stopped afterwards."""
+    server = Server(lab_env(lab), lab / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def browser():
     with playwright_api.sync_playwright() as p:
         b = launch_chromium(p)
@@ -86,6 +97,15 @@ def fill_quick_demo(pg, epochs: int):
     launch = pg.get_by_role("button", name="Launch training")
     expect(launch).to_be_enabled(timeout=30_000)  # a loaded machine can hold a rerun for seconds
     return launch
+
+
+def launch_quick_demo(pg, url: str, runs_dir: Path, epochs: int) -> str:
+    """Launch the quick recipe from the Train page; returns the run id once the page shows it running."""
+    open_train(pg, url)
+    fill_quick_demo(pg, epochs=epochs).click()
+    run_id = the_one_run(runs_dir)
+    expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
+    return run_id
 
 
 def run_ids(runs_dir: Path) -> list[str]:
@@ -136,104 +156,88 @@ def assert_charts_hold_the_whole_run(pg, run_id: str, runs_dir: Path) -> None:
 # --------------------------------------------------------------------------- a. the server restarts
 
 
-def test_server_restart_while_a_run_trains_reattaches_with_full_history(lab, browser):
+def test_server_restart_while_a_run_trains_reattaches_with_full_history(lab, server, browser):
     runs_dir = lab / "runs"
-    server = Server(lab_env(lab), lab / "server.log")
-    try:
-        server.start()
-        pg = new_page(browser)
-        open_train(pg, server.url)
-        fill_quick_demo(pg, epochs=6).click()
-        run_id = the_one_run(runs_dir)
-        expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
-        bar = progress(pg)
-        expect(bar).to_contain_text(re.compile(r"step [1-9]"))
-        seen = bar.inner_text()
-        expect(bar).not_to_have_text(seen)  # live: the step counter moves
-        expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
-        assert_no_errors(pg)
+    pg = new_page(browser)
+    run_id = launch_quick_demo(pg, server.url, runs_dir, epochs=6)
+    bar = progress(pg)
+    expect(bar).to_contain_text(re.compile(r"step [1-9]"))
+    seen = bar.inner_text()
+    expect(bar).not_to_have_text(seen)  # live: the step counter moves
+    expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
+    assert_no_errors(pg)
 
-        pid = runs.status(run_id, runs_dir)["pid"]
-        before = len(step_events(run_id, runs_dir))
-        how = server.stop(timeout=10)
-        print(f"server stopped by {how}; {before} step events so far")
-        assert runs.pid_alive(pid), "the training process died with the server"
-        wait_until(lambda: len(step_events(run_id, runs_dir)) > before + 2, timeout=120,
-                   what="new step events while no server runs")
-        st = runs.status(run_id, runs_dir)
-        assert st["state"] == "running" and st["pid"] == pid, st
+    pid = runs.status(run_id, runs_dir)["pid"]
+    before = len(step_events(run_id, runs_dir))
+    how = server.stop(timeout=10)
+    print(f"server stopped by {how}; {before} step events so far")
+    assert runs.pid_alive(pid), "the training process died with the server"
+    wait_until(lambda: len(step_events(run_id, runs_dir)) > before + 2, timeout=120,
+               what="new step events while no server runs")
+    st = runs.status(run_id, runs_dir)
+    assert st["state"] == "running" and st["pid"] == pid, st
 
-        server.start()  # same port, same run store
-        assert runs.status(run_id, runs_dir)["state"] == "running", "the run ended before the restart: give it more epochs"
-        between = len(step_events(run_id, runs_dir))
-        first_step = step_events(run_id, runs_dir)[0]["step"]
-        open_train(pg, server.url)
-        expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
-        expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
-        # The restarted page reads the history from the start, not just what came after the restart.
-        wait_for_chart(pg, "Loss", "training (per step)", "x[0] === arg[0] && x.length >= arg[1]", arg=[first_step, between])
-        seen = bar.inner_text()
-        expect(bar).not_to_have_text(seen)  # and it is live again
-        assert_no_errors(pg)
+    server.start()  # same port, same run store
+    assert runs.status(run_id, runs_dir)["state"] == "running", "the run ended before the restart: give it more epochs"
+    between = len(step_events(run_id, runs_dir))
+    first_step = step_events(run_id, runs_dir)[0]["step"]
+    open_train(pg, server.url)
+    expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
+    expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
+    # The restarted page reads the history from the start, not just what came after the restart.
+    wait_for_chart(pg, "Loss", "training (per step)", "x[0] === arg[0] && x.length >= arg[1]", arg=[first_step, between])
+    seen = bar.inner_text()
+    expect(bar).not_to_have_text(seen)  # and it is live again
+    assert_no_errors(pg)
 
-        expect(pg.get_by_text(f"{run_id} is finished")).to_be_visible(timeout=RUN_MS)
-        expect(bar).to_contain_text("epoch 6 of 6")
-        assert runs.status(run_id, runs_dir)["state"] == "finished"
-        _, epochs = runs.metrics_frames(run_id, runs_dir)
-        assert list(epochs["epoch"]) == [1, 2, 3, 4, 5, 6]
-        assert_charts_hold_the_whole_run(pg, run_id, runs_dir)
-        assert_no_errors(pg)
-        shot(pg, "faults-restart-finished")
-        assert len(run_ids(runs_dir)) == 1
-    finally:
-        server.stop()
+    expect(pg.get_by_text(f"{run_id} is finished")).to_be_visible(timeout=RUN_MS)
+    expect(bar).to_contain_text("epoch 6 of 6")
+    assert runs.status(run_id, runs_dir)["state"] == "finished"
+    _, epochs = runs.metrics_frames(run_id, runs_dir)
+    assert list(epochs["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert_charts_hold_the_whole_run(pg, run_id, runs_dir)
+    assert_no_errors(pg)
+    shot(pg, "faults-restart-finished")
+    assert len(run_ids(runs_dir)) == 1
 
 
 # --------------------------------------------------------------------------- b. kill -9 of the training process
 
 
-def test_sigkill_of_the_training_process_shows_interrupted_and_resume_finishes(lab, browser):
+def test_sigkill_of_the_training_process_shows_interrupted_and_resume_finishes(lab, server, browser):
     runs_dir = lab / "runs"
-    server = Server(lab_env(lab), lab / "server.log")
-    try:
-        server.start()
-        pg = new_page(browser)
-        open_train(pg, server.url)
-        fill_quick_demo(pg, epochs=3).click()
-        run_id = the_one_run(runs_dir)
-        expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
+    pg = new_page(browser)
+    run_id = launch_quick_demo(pg, server.url, runs_dir, epochs=3)
 
-        def mid_epoch_two():
-            return any(e["epoch"] == 2 and 2 <= e["batch"] < e["steps_per_epoch"] - 2 for e in step_events(run_id, runs_dir))
+    def mid_epoch_two():
+        return any(e["epoch"] == 2 and 2 <= e["batch"] < e["steps_per_epoch"] - 2 for e in step_events(run_id, runs_dir))
 
-        wait_until(mid_epoch_two, timeout=RUN_MS / 1000, what="a step in the middle of epoch 2", poll=0.05)
-        expect(progress(pg)).to_contain_text("epoch 2 of 3")
-        pid = runs.status(run_id, runs_dir)["pid"]
-        os.kill(pid, signal.SIGKILL)
-        killed = time.monotonic()
-        expect(pg.get_by_text(f"{run_id} is interrupted")).to_be_visible(timeout=INTERRUPTED_MS)
-        print(f"the page said interrupted {time.monotonic() - killed:.1f} s after the kill")
-        expect(pg.get_by_text("stopped unexpectedly")).to_be_visible()
-        resume = pg.get_by_role("button", name="Resume")
-        expect(resume).to_be_visible(timeout=INTERRUPTED_MS)
-        assert_no_errors(pg)
-        shot(pg, "faults-interrupted")
+    wait_until(mid_epoch_two, timeout=RUN_MS / 1000, what="a step in the middle of epoch 2", poll=0.05)
+    expect(progress(pg)).to_contain_text("epoch 2 of 3")
+    pid = runs.status(run_id, runs_dir)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    expect(pg.get_by_text(f"{run_id} is interrupted")).to_be_visible(timeout=INTERRUPTED_MS)
+    print(f"the page said interrupted {time.monotonic() - killed:.1f} s after the kill")
+    expect(pg.get_by_text("stopped unexpectedly")).to_be_visible()
+    resume = pg.get_by_role("button", name="Resume")
+    expect(resume).to_be_visible(timeout=INTERRUPTED_MS)
+    assert_no_errors(pg)
+    shot(pg, "faults-interrupted")
 
-        resume.click()
-        expect(pg.get_by_text(f"{run_id} is finished")).to_be_visible(timeout=RUN_MS)
-        expect(progress(pg)).to_contain_text("epoch 3 of 3")
-        assert_no_errors(pg)
-        st = runs.status(run_id, runs_dir)
-        assert st["state"] == "finished" and st.get("resumes") == 1, st
-        events, _ = runs.read_metrics(run_id, 0, runs_dir)
-        assert [e["type"] for e in events].count("resume") == 1
-        steps, epochs = runs.metrics_frames(run_id, runs_dir)
-        assert list(epochs["epoch"]) == [1, 2, 3]
-        assert steps["step"].is_monotonic_increasing
-        assert_charts_hold_the_whole_run(pg, run_id, runs_dir)
-        assert run_ids(runs_dir) == [run_id]
-    finally:
-        server.stop()
+    resume.click()
+    expect(pg.get_by_text(f"{run_id} is finished")).to_be_visible(timeout=RUN_MS)
+    expect(progress(pg)).to_contain_text("epoch 3 of 3")
+    assert_no_errors(pg)
+    st = runs.status(run_id, runs_dir)
+    assert st["state"] == "finished" and st.get("resumes") == 1, st
+    events, _ = runs.read_metrics(run_id, 0, runs_dir)
+    assert [e["type"] for e in events].count("resume") == 1
+    steps, epochs = runs.metrics_frames(run_id, runs_dir)
+    assert list(epochs["epoch"]) == [1, 2, 3]
+    assert steps["step"].is_monotonic_increasing
+    assert_charts_hold_the_whole_run(pg, run_id, runs_dir)
+    assert run_ids(runs_dir) == [run_id]
 
 
 # --------------------------------------------------------------------------- c. a double click on Launch
@@ -267,32 +271,27 @@ def launch_triggers(frames: list[bytes]) -> int:
     return count
 
 
-def test_two_quick_clicks_on_launch_make_one_run(lab, browser):
+def test_two_quick_clicks_on_launch_make_one_run(lab, server, browser):
     runs_dir = lab / "runs"
-    server = Server(lab_env(lab), lab / "server.log")
-    try:
-        server.start()
-        pg = new_page(browser)
-        sent: list[bytes] = []
-        pg.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(frame)))
-        open_train(pg, server.url)
-        launch = fill_quick_demo(pg, epochs=2)
-        settle(pg)
-        already = len(sent)
-        launch.evaluate(DOUBLE_CLICK)
-        run_id = the_one_run(runs_dir)
-        expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
-        assert launch_triggers(sent[already:]) == 2, "both clicks reached the server"
-        # The clicks were handled before these redraws: two live updates later, every rerun they asked for is done.
-        bar = progress(pg)
-        for _ in range(2):
-            seen = bar.inner_text()
-            expect(bar).not_to_have_text(seen)
-        assert run_ids(runs_dir) == [run_id]
-        assert "could not be started" not in pg.content()
-        assert_no_errors(pg)
-        runs.stop(run_id, runs_dir)
-        expect(pg.get_by_text(f"{run_id} is stopped")).to_be_visible()
-        assert run_ids(runs_dir) == [run_id]
-    finally:
-        server.stop()
+    pg = new_page(browser)
+    sent: list[bytes] = []
+    pg.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(frame)))
+    open_train(pg, server.url)
+    launch = fill_quick_demo(pg, epochs=2)
+    settle(pg)
+    already = len(sent)
+    launch.evaluate(DOUBLE_CLICK)
+    run_id = the_one_run(runs_dir)
+    expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
+    assert launch_triggers(sent[already:]) == 2, "both clicks reached the server"
+    # The clicks were handled before these redraws: two live updates later, every rerun they asked for is done.
+    bar = progress(pg)
+    for _ in range(2):
+        seen = bar.inner_text()
+        expect(bar).not_to_have_text(seen)
+    assert run_ids(runs_dir) == [run_id]
+    assert "could not be started" not in pg.content()
+    assert_no_errors(pg)
+    runs.stop(run_id, runs_dir)
+    expect(pg.get_by_text(f"{run_id} is stopped")).to_be_visible()
+    assert run_ids(runs_dir) == [run_id]
