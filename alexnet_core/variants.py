@@ -411,7 +411,10 @@ def _channel_band(channels: int, size: int, like: torch.Tensor) -> torch.Tensor:
 
 
 class _LRNFunction(torch.autograd.Function):
+    # Under CUDA autocast the sums of squares and the power run in float32, as
+    # autocast does for nn.LocalResponseNorm; the next conv casts back to bf16.
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, x, size, alpha, beta, k):
         band = _channel_band(x.shape[1], size, x)
         denom = torch.nn.functional.conv2d(x * x, band).mul_(alpha / size).add_(k)
@@ -421,6 +424,7 @@ class _LRNFunction(torch.autograd.Function):
         return x * scale
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad):
         x, denom, scale, band = ctx.saved_tensors
         # d b_c / d a_j = scale_c [c == j] - coef * a_c a_j scale_c / denom_c, j in window(c)

@@ -22,7 +22,7 @@ def workdir(tmp_path_factory):
 
 def cli(*args, workdir, check=True):
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["ALEXNET_LAB_CACHE"] = str(workdir / "cache")
     env["ALEXNET_LAB_RUNS"] = str(workdir / "runs")
     env["ALEXNET_LAB_DATA"] = str(workdir / "data")

@@ -183,7 +183,8 @@ def test_same_seed_repeats_exactly(tmp_path):
     assert losses(tmp_path / "c", 1) != first
 
 
-def test_stop_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_stop_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "STEP_EVENT_INTERVAL_S", 0.0)  # an event every step, however fast the device
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     straight.mkdir()
     stopped.mkdir()

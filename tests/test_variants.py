@@ -149,6 +149,23 @@ def test_fast_lrn_in_channels_last():
     torch.testing.assert_close(FastLRN()(x), nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_fast_lrn_under_cuda_autocast_runs_in_float32():
+    # CUDA steps run under bf16 autocast: a bf16 activation goes through the
+    # LRN in float32 and its gradient comes back as bf16, close to float32's
+    x = (torch.randn(4, 16, 9, 9, device="cuda") * 20).relu().bfloat16().requires_grad_()
+    grad = torch.randn(4, 16, 9, 9, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = FastLRN()(x)
+    (g,) = torch.autograd.grad(out, x, grad)
+    assert out.dtype == torch.float32 and g.dtype == torch.bfloat16
+    x32 = x.detach().float().requires_grad_()
+    ref = nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x32)
+    (g32,) = torch.autograd.grad(ref, x32, grad)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(g.float(), g32, rtol=1e-2, atol=1e-2)
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_input_below_minimum_is_refused_with_the_minimum_named(name):
     minimum = min_input_size(name)
