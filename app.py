@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 
 import streamlit as st
 
+import lab_server
+
 log = logging.getLogger("alexnet_lab")
 
 
@@ -31,6 +33,8 @@ def warm_up() -> None:
 
 @asynccontextmanager
 async def lifespan(app):
+    # The listening socket is bound by now and takes no connection until this returns.
+    log.warning("AlexNet Lab: TCP_NODELAY on %d listening socket(s)", lab_server.nodelay_on_listening_sockets())
     await asyncio.to_thread(warm_up)
     yield
 

@@ -18,10 +18,20 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's ch
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def running(tmp_path_factory):
     lab = tmp_path_factory.mktemp("e2e")
     with Server(lab_env(lab), lab / "server.log") as srv:
-        yield srv.url
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def server(running):
+    return running.url
+
+
+def test_server_sends_without_nagle_delays(running):
+    # lab_server.py: without TCP_NODELAY every kept-alive response waited ~40 ms
+    assert "TCP_NODELAY on 1 listening socket" in running.log_path.read_text()
 
 
 @pytest.fixture(scope="module")
