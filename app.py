@@ -36,6 +36,8 @@ async def lifespan(app):
     # The listening socket is bound by now and takes no connection until this returns.
     log.warning("AlexNet Lab: TCP_NODELAY on %d listening socket(s)", lab_server.nodelay_on_listening_sockets())
     await asyncio.to_thread(warm_up)
+    # Streamlit collects garbage after every script run: keep the imports out of it.
+    log.warning("AlexNet Lab: %d objects of the warm-up frozen out of the collector", lab_server.freeze_startup_heap())
     yield
 
 

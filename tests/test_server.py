@@ -41,3 +41,15 @@ def test_nodelay_is_set_on_the_listening_socket_and_inherited_by_connections():
         assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         assert accepted_nodelay(listener) == 1
         assert listener.fileno() in lab_server.listening_tcp_fds()  # the duplicates closed, the socket open
+
+
+def test_freeze_leaves_only_new_objects_to_the_collector():
+    import gc
+
+    try:
+        frozen = lab_server.freeze_startup_heap()
+        assert frozen > 1000 and gc.get_freeze_count() == frozen
+        survivors = len(gc.get_objects())
+        assert survivors < frozen  # the collector now tracks only what was made after the freeze
+    finally:
+        gc.unfreeze()

@@ -1,13 +1,14 @@
 """The CUDA path, end to end, on a machine with an NVIDIA GPU.
 
-    python bench/cuda.py [--epochs 1] [--batch 128] [--variants paper,mnist]
+    python bench/gpu.py [--epochs 1] [--batch 128] [--variants paper,mnist]
 
 Runs the real CLI (``python -m alexnet_core train --device cuda``) and prints
 one table: for each variant at its native input, one epoch of Fashion-MNIST
 (60,000 images; bf16 autocast, channels_last, data on the GPU) with the
 training images/s the run itself reported, then the ``quick`` and ``mnist``
 recipes with their test accuracy and wall time. Nothing here runs in CI (CI
-has no GPU); the figures go in bench/README.md.
+has no GPU); the figures go in bench/README.md. (Not named cuda.py: run from
+bench/, that name would hide the ``cuda`` package torch imports.)
 """
 
 from __future__ import annotations
