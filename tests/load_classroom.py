@@ -1,11 +1,21 @@
 """Load: a classroom's browsers on the Train page while one run trains.
 
 NOT YET IN CI (issue 5, open): pytest does not collect this file (its name does
-not start with test_). On the 2-core test machine, 20 Chromium pages on one
-core took minutes to open, and the server's 20 sessions on the training's core
-slowed the run by about half. Run it by hand with
-``python -m pytest -s tests/load_classroom.py``; rename it to test_load.py once
-it passes reliably.
+not start with test_). Where it stands (2026-11-22, 2-core machine):
+
+- the server side is now cheap: 0.02-0.03 of a core per watching page (it was
+  0.15), after lab_server.py turned Nagle off and froze the start-up imports
+  out of Streamlit's after-every-run garbage collection;
+- the browser side is not: each watching page costs Chromium 0.30 of a core,
+  0.21 of it redrawing the two plotly charts every 5 s, so twenty pages on the
+  one core given to the browsers starve. Opened one after another they took
+  313 s and the measurement window did not finish; opened at once, not one
+  page had shown the run after 12 minutes.
+
+Next: a refresh budget per run (the status and charts intervals growing with
+the number of sessions watching it; RunMetrics can count them), then rename
+this file to test_load.py. Run it by hand with
+``python -m pytest -s tests/load_classroom.py``.
 
 One headless Chromium opens the Train page in ``VIEWERS`` (20) browser
 contexts, each its own Streamlit session, against `streamlit run app.py` on a

@@ -277,7 +277,7 @@ def test_two_quick_clicks_on_launch_make_one_run(lab, server, browser):
     sent: list[bytes] = []
     pg.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(frame)))
     open_train(pg, server.url)
-    launch = fill_quick_demo(pg, epochs=2)
+    launch = fill_quick_demo(pg, epochs=30)  # long enough that the Stop below finds it training
     settle(pg)
     already = len(sent)
     launch.evaluate(DOUBLE_CLICK)
