@@ -729,12 +729,24 @@ def launch_callback(recipe_name: str) -> None:
     except Exception as exc:
         st.session_state["_launch_msg"] = ("error", f"The training run could not be started: {exc}")
         return
-    st.session_state["focus_run"] = run_id
-    st.session_state["_watch_next"] = run_id
+    watch_next(run_id)
     if fresh:
         st.session_state["_launch_msg"] = ("ok", run_id)
     else:
         st.session_state["_launch_msg"] = ("info", f"Run {run_id} was just started with these settings.")
+
+
+def watch_next(run_id: str) -> None:
+    """After a launch: the Train page picks ``run_id`` next, and keeps its live view
+    on top of the form once it ends, so its result and links stay in sight."""
+    st.session_state["focus_run"] = run_id
+    st.session_state["_watch_next"] = run_id
+    st.session_state["launched_here"] = run_id
+
+
+def launched_here(frame: pd.DataFrame) -> bool:
+    """This session launched a run that is in the run store."""
+    return not frame.empty and st.session_state.get("launched_here") in set(frame["id"])
 
 
 def launch_message_ui() -> None:
@@ -924,7 +936,7 @@ def live_view(run_id: str, polling: bool) -> None:
         st.rerun()  # start or stop polling with a full rerun
     icon = STATE_ICONS.get(state, "")
     fraction, text = _progress(status)
-    head, controls = st.columns([4, 1])
+    head, controls = st.columns([5, 2])  # wide enough for "See its predictions" at 1280 pixels
     with head:
         st.markdown(f"#### {icon} Run `{run_id}` is **{state}**")
         st.progress(fraction, text=text or state)
@@ -1047,9 +1059,11 @@ def prediction_grid_ui(preds: pd.DataFrame, ds, classes: list[str]) -> None:
     for key in ("true_class", "pred_class"):
         if st.session_state[key] not in options:
             st.session_state[key] = ANY
-    c1, c2, c3, c4, c5 = st.columns([1.6, 1.6, 2, 2, 0.8])
+    # two rows: at 1280 pixels (a projector) one row cut the toggles' labels short
+    c1, c2 = st.columns(2)
     only_wrong = c1.toggle("Misclassified only", key="only_wrong")
     by_loss = c2.toggle("Top losses first", key="by_loss", help="Sort by loss, largest first; off: by dataset index.")
+    c3, c4, c5 = st.columns([2, 2, 1], vertical_alignment="bottom")
     true_class = c3.selectbox("True class", options, format_func=label, key="true_class")
     pred_class = c4.selectbox("Predicted class", options, format_func=label, key="pred_class")
     c5.button("Clear", on_click=_clear_filters, help="Show every class again.", width="stretch")

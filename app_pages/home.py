@@ -24,8 +24,7 @@ def _launch_demo() -> None:
     except Exception as exc:
         st.session_state["demo_error"] = str(exc)
         return
-    st.session_state["focus_run"] = run_id
-    st.session_state["_watch_next"] = run_id
+    lab_ui.watch_next(run_id)
     st.session_state["demo_launched"] = run_id
     # Show the demo's variant and dataset in the sidebar too.
     st.session_state["variant"] = config.variant

@@ -1,6 +1,7 @@
 """Train: a recipe-prefilled form, launch, and the live view of a run.
 
-While a run trains, its live view comes first and the form folds away below it.
+While a run trains, or once a run this session launched has ended, the live
+view comes first and the form folds away below it.
 """
 
 import streamlit as st
@@ -32,8 +33,12 @@ def settings_ui(busy: bool) -> None:
         )
         base = recipe.config
         if (base.variant, base.dataset, base.resolved_input_size) != (sel.variant, sel.dataset, sel.input_size):
+            st.markdown(
+                f"The recipe uses **{base.variant}** on **{base.dataset}** at "
+                f"**{base.resolved_input_size}x{base.resolved_input_size}**."
+            )
             st.button(
-                f"Use the recipe's: {base.variant} on {base.dataset} at {base.resolved_input_size}",
+                "Use the recipe's choice",  # short: the column is narrow on a 1280-pixel projector
                 on_click=lab_ui.apply_recipe_to_sidebar,
                 args=(recipe_name,),
                 key="use_recipe_choice",
@@ -54,7 +59,7 @@ def settings_ui(busy: bool) -> None:
 
 frame = lab_ui.list_runs()
 busy = bool(frame["state"].isin(lab_ui.ACTIVE_STATES).any()) if not frame.empty else False
-if busy:
+if busy or lab_ui.launched_here(frame):
     lab_ui.watch_ui(frame)
     st.divider()
     with st.expander("Start another run", icon=":material/add:"):

@@ -137,6 +137,9 @@ def test_train_launches_a_run_that_finishes(ui_lab):
     assert "test accuracy" in texts(at)
     assert len(at.get("plotly_chart")) == 2
     assert runs.read_config(run_id).epochs == 1
+    # the run this session launched stays on top once it ends; the form folds away below it
+    assert "Start another run" in [e.label for e in at.expander]
+    assert "Start another run" not in [e.label for e in open_page("train").expander]  # a new visitor: the form first
 
 
 def test_launch_twice_quickly_makes_one_run(ui_lab, finished_run):
