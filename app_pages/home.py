@@ -3,7 +3,7 @@
 import streamlit as st
 
 import lab_ui
-from alexnet_core import data, training, variants
+from alexnet_core import data, training
 
 st.title("AlexNet Lab")
 st.markdown(
@@ -26,10 +26,7 @@ def _launch_demo() -> None:
         return
     lab_ui.watch_next(run_id)
     st.session_state["demo_launched"] = run_id
-    # Show the demo's variant and dataset in the sidebar too.
-    st.session_state["variant"] = config.variant
-    st.session_state["dataset"] = config.dataset
-    st.session_state["size"] = config.input_size or variants.get_spec(config.variant).input_size
+    lab_ui.apply_recipe_to_sidebar(recipe.name)  # show the demo's variant and dataset in the sidebar too
 
 
 left, right = st.columns([3, 2], gap="large")

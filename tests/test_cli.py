@@ -20,15 +20,21 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("cli")
 
 
-def cli(*args, workdir, check=True):
+def cli_env(workdir) -> dict:
+    """This process's environment with the repository importable and the lab's folders in ``workdir``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["ALEXNET_LAB_CACHE"] = str(workdir / "cache")
     env["ALEXNET_LAB_RUNS"] = str(workdir / "runs")
     env["ALEXNET_LAB_DATA"] = str(workdir / "data")
     env.pop("ALEXNET_LAB_MAX_RUNS", None)
+    return env
+
+
+def cli(*args, workdir, check=True):
     done = subprocess.run(
-        [sys.executable, "-m", "alexnet_core", *args], cwd=workdir, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "alexnet_core", *args], cwd=workdir, env=cli_env(workdir), capture_output=True,
+        text=True,
         timeout=TIMEOUT,
     )
     if check:
@@ -82,11 +88,8 @@ def test_train_in_the_foreground_then_runs_and_eval(workdir):
 
 def test_foreground_train_finishes_when_its_reader_goes_away(workdir):
     """The output pipe closes after the first line (a parent that died): the run still finishes."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), ALEXNET_LAB_CACHE=str(workdir / "cache"),
-               ALEXNET_LAB_RUNS=str(workdir / "runs"), ALEXNET_LAB_DATA=str(workdir / "data"))
-    env.pop("ALEXNET_LAB_MAX_RUNS", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "alexnet_core", "train", *TINY, "--epochs", "2"], cwd=workdir, env=env,
+        [sys.executable, "-m", "alexnet_core", "train", *TINY, "--epochs", "2"], cwd=workdir, env=cli_env(workdir),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     first = proc.stdout.readline()  # "run <id> in <folder>"
