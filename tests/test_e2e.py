@@ -95,9 +95,14 @@ def test_journey_home_model_train_predictions_runs(server, page):
     expect(launch).to_be_enabled()
     launch.click()
     expect(pg.get_by_text("is finished")).to_be_visible(timeout=240_000)
+    settle(pg)  # the full rerun that stops the polling
     expect(pg.get_by_text("epoch 1 of 1")).to_be_visible()  # the epochs typed just before the click
+    # One chart of each, once the rerun that stops the polling has replaced the
+    # stale ones: while it runs the old charts are still in the page, so a strict
+    # match can see two for a moment (it did on CI); to_have_count waits it out.
+    expect(pg.get_by_text("Accuracy per epoch")).to_have_count(1)
+    expect(pg.get_by_text("Loss", exact=True)).to_have_count(1)
     expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
-    expect(pg.get_by_text("Accuracy per epoch")).to_be_visible()
     no_exception(pg)
     shot(pg, "03-train")
 
