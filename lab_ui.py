@@ -19,6 +19,8 @@ import streamlit as st
 from alexnet_core import anatomy, data, paths, predict, runs, training, variants
 from alexnet_core.device import DEVICES
 
+import lab_pacing
+
 HOME = "app_pages/home.py"
 MODEL = "app_pages/model.py"
 TRAIN = "app_pages/train.py"
@@ -815,6 +817,7 @@ class RunMetrics:
         self.offset = 0
         self.rows: list[dict] = []
         self.built: tuple | None = None
+        self.audience = lab_pacing.Audience()  # who watches, for the refresh budget
 
     def snapshot(self) -> tuple[pd.DataFrame, pd.DataFrame, object, object]:
         """(steps, epochs, loss figure, accuracy figure), reading only the lines added since the last call."""
@@ -924,16 +927,18 @@ def _percent(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}%"
 
 
-def live_view(run_id: str, polling: bool) -> None:
-    """Status, progress, charts and controls of one run; polled while it trains."""
+def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
+    """Status, progress and controls of one run; polled while it trains, ``scale``
+    times slower than the base rate (lab_pacing: the more viewers, the slower)."""
     try:
         status = runs.status(run_id)
     except Exception as exc:
         error_ui(f"Run {run_id} cannot be read (was it deleted?).", exc)
         return
     state = status.get("state", "?")
-    if polling != (state in ACTIVE_STATES):
-        st.rerun()  # start or stop polling with a full rerun
+    viewers = run_metrics(run_id).audience.seen(_session_key()) if polling else 0
+    if polling != (state in ACTIVE_STATES) or (polling and lab_pacing.refresh_scale(viewers) != scale):
+        st.rerun()  # start, stop or re-pace the polling with a full rerun
     icon = STATE_ICONS.get(state, "")
     fraction, text = _progress(status)
     head, controls = st.columns([5, 2])  # wide enough for "See its predictions" at 1280 pixels
@@ -960,6 +965,11 @@ def live_view(run_id: str, polling: bool) -> None:
             # A link, not st.switch_page: a fragment cannot switch pages. The
             # Predictions page opens on focus_run, the run watched here.
             st.page_link(PREDICTIONS, label="See its predictions", icon=":material/image_search:")
+    if scale > 1:
+        st.caption(
+            f":material/groups: {viewers} pages are watching this run, so each refreshes every "
+            f"{STATUS_EVERY_S * scale:g} s (the charts every {CHARTS_EVERY_S * scale:g} s) to leave the CPU to training."
+        )
     if state == "failed":
         error_ui(f"The run failed. {status.get('error') or 'The log below may say why.'}")
     elif state == "interrupted":
@@ -972,13 +982,7 @@ def live_view(run_id: str, polling: bool) -> None:
         )
 
 
-# Polling costs the CPU that training needs (two cores on a laptop, where the
-# browser runs too). Measured with bench/bench.py --only ui (12-epoch quick runs,
-# Train page open vs not): the status every 1 s and the charts every 5 s left
-# training at 0.75x (server 0.20 of a core, Chromium 0.35); the status every 2 s
-# at 0.98x (0.16 and 0.30). So the status line refreshes every 2 s.
-STATUS_EVERY_S = 2
-CHARTS_EVERY_S = 5
+STATUS_EVERY_S, CHARTS_EVERY_S = lab_pacing.STATUS_EVERY_S, lab_pacing.CHARTS_EVERY_S
 
 
 def live_charts(run_id: str, active: bool) -> None:
@@ -1010,8 +1014,9 @@ def watch_ui(frame: pd.DataFrame) -> None:
         return
     run_id = pick_run_ui(ids, frame)
     polling = dict(zip(frame["id"], frame["state"])).get(run_id) in ACTIVE_STATES
-    st.fragment(live_view, run_every=STATUS_EVERY_S if polling else None)(run_id, polling)
-    st.fragment(live_charts, run_every=CHARTS_EVERY_S if polling else None)(run_id, polling)
+    scale = lab_pacing.refresh_scale(run_metrics(run_id).audience.seen(_session_key())) if polling else 1
+    st.fragment(live_view, run_every=STATUS_EVERY_S * scale if polling else None)(run_id, polling, scale)
+    st.fragment(live_charts, run_every=CHARTS_EVERY_S * scale if polling else None)(run_id, polling)
 
 
 # --------------------------------------------------------------------------
