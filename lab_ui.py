@@ -998,11 +998,15 @@ def live_charts(run_id: str, active: bool) -> None:
         a, b = st.columns(2)
         a.plotly_chart(loss_fig, width="stretch", key=f"loss:{run_id}", theme=None)
         b.plotly_chart(accuracy_fig, width="stretch", key=f"acc:{run_id}", theme=None)
-    with st.expander("Log (last 40 lines)"):
-        try:
-            st.code(runs.log_tail(run_id, 40) or "(empty)", language=None)
-        except Exception as exc:
-            st.caption(f"No log: {exc}")
+    # Drawn only while open: st.code brings the browser a 1.5 MB syntax highlighter
+    # to parse, and the tail would travel with every chart refresh.
+    log = st.expander("Log (last 40 lines)", key=f"log:{run_id}", on_change="rerun")
+    if log.open:
+        with log:
+            try:
+                st.code(runs.log_tail(run_id, 40) or "(empty)", language=None)
+            except Exception as exc:
+                st.caption(f"No log: {exc}")
 
 
 def watch_ui(frame: pd.DataFrame) -> None:

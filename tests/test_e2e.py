@@ -103,6 +103,10 @@ def test_journey_home_model_train_predictions_runs(server, page):
     expect(pg.get_by_text("Accuracy per epoch")).to_have_count(1)
     expect(pg.get_by_text("Loss", exact=True)).to_have_count(1)
     expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
+    # the log is drawn when opened (lazy expander): its epoch line, then the code block
+    expect(pg.locator("[data-testid=stCode]")).to_have_count(0)
+    pg.get_by_text("Log (last 40 lines)").click()
+    expect(pg.locator("[data-testid=stCode]").get_by_text(re.compile(r"epoch 1/1 .*train loss"))).to_be_visible()
     no_exception(pg)
     shot(pg, "03-train")
 
