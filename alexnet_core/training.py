@@ -499,6 +499,63 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
         raise CheckpointWriteError(code, f"Could not write checkpoint {path.name}: {reason}") from exc
 
 
+def _snapshot(obj):
+    """A copy of a checkpoint state whose tensors are on the CPU and no longer shared
+    with the model or the optimizer (training goes on changing those in place)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """Writes checkpoints on a thread of its own, so training goes on while the disk works.
+
+    A checkpoint write is serialisation, the write and an fsync: about 70 ms a
+    epoch for the quick recipe's 7 + 21 MB, 5% of its 1.3 s epoch, most of it
+    waiting on the disk. ``submit`` copies the states (a few ms) and returns;
+    the writes happen in order, one batch at a time: a submit first waits for
+    the batch before it. ``wait`` waits for the last one. Either raises the
+    ``CheckpointWriteError`` of a batch that failed, so a failed write still
+    ends the run, at the next checkpoint or at its end, with the file before
+    it intact (``save_checkpoint`` writes a temp file and renames it).
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: CheckpointWriteError | None = None
+        self.written: str | None = None  # the label of the newest batch on disk
+        self.cpu_seconds = 0.0  # the writer thread's CPU time: what it takes from training
+
+    def submit(self, writes: list[tuple[dict, Path]], label: str) -> None:
+        self.wait()
+        snapshots = [(_snapshot(state), Path(path)) for state, path in writes]
+        self._thread = threading.Thread(target=self._write, args=(snapshots, label), name="checkpoints")
+        self._thread.start()
+
+    def _write(self, snapshots: list[tuple[dict, Path]], label: str) -> None:
+        cpu = time.thread_time()
+        try:
+            for state, path in snapshots:
+                save_checkpoint(state, path)
+            self.written = label
+        except CheckpointWriteError as exc:
+            self._error = exc
+        finally:
+            self.cpu_seconds += time.thread_time() - cpu
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint with ``torch.load(..., weights_only=True)`` onto the CPU.
 
@@ -745,7 +802,7 @@ class _Trainer:
         self.stop_file = run_dir / "stop"
         self.signalled = threading.Event()
         self.metrics: MetricsWriter | None = None
-        self.last_good: str | None = None  # description of the newest intact last.pt
+        self.writer = CheckpointWriter()  # .written: description of the newest intact last.pt
         self.epoch = 0  # completed epochs
         self.batch = 0  # batches done in the current epoch
         self.step = 0  # global optimizer steps
@@ -809,7 +866,7 @@ class _Trainer:
         if self.resume and checkpoint_path.exists():
             self._restore(load_checkpoint(checkpoint_path))
             self.resumed_from = self.epoch
-            self.last_good = f"last.pt, epoch {self.epoch}"
+            self.writer.written = f"last.pt, epoch {self.epoch}"
 
     def _restore(self, checkpoint: dict) -> None:
         self.model.load_state_dict(checkpoint["model"])
@@ -865,15 +922,21 @@ class _Trainer:
             )
         return state
 
-    def save_last(self) -> None:
+    def save_checkpoints(self, best: bool = False) -> None:
+        """Hand last.pt (and best.pt when ``best``) to the checkpoint thread."""
         self._check_finite()
-        save_checkpoint(self._checkpoint_state(full=True), self.run_dir / "last.pt")
+        writes = [(self._checkpoint_state(full=False), self.run_dir / "best.pt")] if best else []
+        writes.append((self._checkpoint_state(full=True), self.run_dir / "last.pt"))
         where = f"epoch {self.epoch}" + (f", batch {self.batch}" if self.batch else "")
-        self.last_good = f"last.pt, {where}"
+        self.writer.submit(writes, f"last.pt, {where}")
         self.last_checkpoint_time = time.perf_counter()
 
-    def save_best(self) -> None:
-        save_checkpoint(self._checkpoint_state(full=False), self.run_dir / "best.pt")
+    def last_good(self) -> str | None:
+        """The newest last.pt on disk, described, once a write in flight has landed (or failed:
+        this is for the message of a run that is ending)."""
+        with contextlib.suppress(CheckpointWriteError):
+            self.writer.wait()
+        return self.writer.written
 
     # -- the epoch -----------------------------------------------------------
 
@@ -886,7 +949,7 @@ class _Trainer:
 
     def _nan_reason(self, value: float | None = None) -> str:
         shown = "nan" if value is None or math.isnan(value) else ("inf" if value > 0 else "-inf")
-        kept = f"The last good checkpoint ({self.last_good}) is kept." if self.last_good else "No checkpoint had been written yet."
+        kept = f"The last good checkpoint ({good}) is kept." if (good := self.last_good()) else "No checkpoint had been written yet."
         return (
             f"The training loss became {shown} at epoch {self.epoch + 1}, step {self.step}: the learning rate "
             f"({self.config.lr:g}) is probably too high. {kept}"
@@ -950,7 +1013,7 @@ class _Trainer:
                 last_status = now
                 self.status(epoch=self.epoch, step=self.step, batch=self.batch, images_per_s=rate, eta_seconds=self.eta(rate))
             if now - self.last_checkpoint_time >= CHECKPOINT_INTERVAL_S and self.batch < self.steps_per_epoch:
-                self.save_last()
+                self.save_checkpoints()
         self._sync()
 
     def _sync(self) -> tuple[float, int]:
@@ -1018,9 +1081,7 @@ class _Trainer:
             self.best_test_acc = test.accuracy
         self.sums = {"loss": 0.0, "correct": 0, "seen": 0, "train_time": 0.0}
         event["best"] = improved
-        if improved:
-            self.save_best()
-        self.save_last()
+        self.save_checkpoints(best=improved)
         event["epoch_time"] = event["train_time"] + (time.perf_counter() - eval_start)
         self.emit(event)
         self.status(
@@ -1064,17 +1125,19 @@ class _Trainer:
                 while self.epoch < self.config.epochs:
                     self.run_epoch()
                     self.end_epoch()
+                self.writer.wait()  # the last checkpoint is on disk before the run says finished
                 state = "finished"
             except _StopRequested:
-                self.save_last()
+                self.save_checkpoints()
+                self.writer.wait()
                 state = "stopped"
         except NonFiniteLoss as exc:
             error = str(exc)
         except CheckpointWriteError as exc:
-            kept = f" The previous checkpoint ({self.last_good}) is intact." if self.last_good else ""
+            kept = f" The previous checkpoint ({good}) is intact." if (good := self.last_good()) else ""
             error = f"{exc.strerror}.{kept}"
         except OSError as exc:  # predictions or metrics could not be written
-            kept = f" The last checkpoint ({self.last_good}) is intact." if self.last_good else ""
+            kept = f" The last checkpoint ({good}) is intact." if (good := self.last_good()) else ""
             error = f"Could not write to the run folder: {exc}.{kept}"
         except (ConfigError, CheckpointError) as exc:
             error = str(exc)
@@ -1093,9 +1156,12 @@ class _Trainer:
         }
 
     def _finish(self, state: str, error: str | None, session_start: float, active_before: float) -> None:
+        with contextlib.suppress(Exception):  # a write in flight when something else failed: let it land
+            self.writer.wait()
         now = time.time()
         with contextlib.suppress(Exception):
-            self.emit({"type": "end", "state": state, "error": error, "epoch": self.epoch, "step": self.step})
+            self.emit({"type": "end", "state": state, "error": error, "epoch": self.epoch, "step": self.step,
+                       "checkpoint_cpu": self.writer.cpu_seconds})
         with contextlib.suppress(Exception):
             self.metrics.close()
         try:

@@ -255,6 +255,34 @@ def test_failing_checkpoint_write_fails_the_run_and_keeps_the_previous_one(tmp_p
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_checkpoint_writer_writes_what_was_submitted_not_what_came_after(tmp_path):
+    writer = training.CheckpointWriter()
+    weights = torch.zeros(1000)
+    writer.submit([({"model": {"w": weights}, "model_args": {}, "epoch": 1}, tmp_path / "best.pt"), ({"model": {"w": weights}, "model_args": {}, "epoch": 1}, tmp_path / "last.pt")],
+                  "last.pt, epoch 1")
+    weights += 1  # training goes on changing the tensors in place while the thread writes
+    writer.wait()
+    for name in ("best.pt", "last.pt"):
+        assert torch.count_nonzero(training.load_checkpoint(tmp_path / name)["model"]["w"]) == 0
+    assert writer.written == "last.pt, epoch 1" and writer.cpu_seconds > 0
+    writer.submit([({"model": {"w": weights}, "model_args": {}, "epoch": 2}, tmp_path / "last.pt")], "last.pt, epoch 2")
+    writer.submit([({"model": {"w": weights}, "model_args": {}, "epoch": 3}, tmp_path / "last.pt")], "last.pt, epoch 3")  # waits for epoch 2's
+    writer.wait()
+    assert training.load_checkpoint(tmp_path / "last.pt")["epoch"] == 3 and writer.written == "last.pt, epoch 3"
+
+
+def test_checkpoint_writer_raises_a_failed_write_once_and_keeps_the_file_before_it(tmp_path):
+    writer = training.CheckpointWriter()
+    writer.submit([({"model": {"w": torch.zeros(1)}, "model_args": {}, "epoch": 1}, tmp_path / "last.pt")], "last.pt, epoch 1")
+    writer.wait()
+    writer.submit([({"model": {"w": torch.zeros(1)}, "model_args": {}, "epoch": 2}, tmp_path / "missing-folder" / "last.pt")], "last.pt, epoch 2")
+    with pytest.raises(training.CheckpointWriteError, match="last.pt"):
+        writer.wait()
+    writer.wait()  # raised once: the run's clean-up can wait again
+    assert writer.written == "last.pt, epoch 1"
+    assert training.load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_run_folder_fails_the_run_and_keeps_the_previous_checkpoint(tmp_path):
     def lock_after_epoch_one(event):
