@@ -144,7 +144,14 @@ def test_kill_9_mid_epoch_reads_interrupted_and_resume_continues(runs_dir):
         events, _ = runs.read_metrics(run_id, 0, runs_dir)
         return any(e["type"] == "step" and e["epoch"] == 2 and e["batch"] >= 2 for e in events)
 
+    def epoch_one_saved():  # checkpoints land from a thread of their own, after the epoch's event
+        try:
+            return runs.checkpoint_info(run_id, "last", runs_dir)["epoch"] == 1
+        except Exception:
+            return False
+
     wait_until(in_epoch_two, what="a step of epoch 2")
+    wait_until(epoch_one_saved, what="epoch 1's last.pt")
     pid = runs.status(run_id, runs_dir)["pid"]
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: runs.status(run_id, runs_dir)["state"] == "interrupted", timeout=20, what="interrupted")
