@@ -19,16 +19,18 @@ log = logging.getLogger("alexnet_lab")
 
 
 def warm_up() -> None:
-    """Import what every page needs, in the server process, before anyone asks."""
+    """Import what every page needs and fill the default view's caches, in the server
+    process, before anyone asks."""
     started = time.perf_counter()
     import plotly.graph_objects  # noqa: F401  (the charts)
     import torch
 
-    import lab_ui  # noqa: F401  (alexnet_core, torchinfo, pandas)
+    import lab_ui  # alexnet_core, torchinfo, pandas
 
     # The first convolution on a CPU sets up oneDNN; do it here, not in a page.
     torch.nn.functional.conv2d(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 3, 3))
-    log.warning("AlexNet Lab: PyTorch and the lab imported in %.1f s", time.perf_counter() - started)
+    lab_ui.warm_caches()
+    log.warning("AlexNet Lab: PyTorch and the lab imported and warmed in %.1f s", time.perf_counter() - started)
 
 
 @asynccontextmanager

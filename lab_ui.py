@@ -66,6 +66,15 @@ def _defaults() -> tuple[str, str]:
     return config.variant, config.dataset
 
 
+def warm_caches() -> None:
+    """Fill what the default view's first visit would otherwise compute while a
+    student waits: the Model page's layer table (torchinfo, 0.3 s cold). Called
+    once at server start (app.py); the caches are the server process's."""
+    variant, dataset = _defaults()
+    sel = Selection(variant, dataset, variants.get_spec(variant).input_size, None)
+    layer_table(variant, *model_io(sel), sel.input_size)
+
+
 def _check_link() -> None:
     """On a session's first run, compare the link's values with the registries and
     remember a notice for each one that falls back to the default."""
