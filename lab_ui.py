@@ -863,7 +863,10 @@ def _layout(fig, title: str, xtitle: str, ytitle: str, height: int = 380):
         title=dict(text=title, font=dict(size=22, color="#111111")),
         font=dict(size=17, color="#111111"),
         height=height,
-        margin=dict(l=10, r=10, t=60, b=10),
+        # The toolbar that appears on hover stands upright in the right margin: lying
+        # across the top it covered the chart's title on a projector.
+        margin=dict(l=10, r=44, t=60, b=10),
+        modebar=dict(orientation="v"),
         legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0, font=dict(size=16)),
         xaxis_title=xtitle,
         yaxis_title=ytitle,
