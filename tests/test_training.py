@@ -255,6 +255,17 @@ def test_failing_checkpoint_write_fails_the_run_and_keeps_the_previous_one(tmp_p
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_recent_rate_is_images_over_time_not_a_mean_of_rates():
+    recent = training.RecentRate(window_s=10)
+    for _ in range(32):
+        recent.add(250, 0.25)  # 1,000 images/s
+    slowed = recent.add(32, 0.7)  # one slow quarter: 46 images/s
+    assert 900 < slowed < 1000  # an ETA off by a tenth, not by twenty times
+    for _ in range(40):
+        last = recent.add(100, 0.25)  # 400 images/s for 10 s: the old seconds leave the window
+    assert last == pytest.approx(400)
+
+
 def test_checkpoint_writer_writes_what_was_submitted_not_what_came_after(tmp_path):
     writer = training.CheckpointWriter()
     weights = torch.zeros(1000)
