@@ -939,6 +939,11 @@ def _percent(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}%"
 
 
+def _watching(run_id: str) -> int:
+    """Count this session as watching ``run_id`` now; return how many sessions do."""
+    return run_metrics(run_id).audience.seen(_session_key())
+
+
 def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
     """Status, progress and controls of one run; polled while it trains, ``scale``
     times slower than the base rate (lab_pacing: the more viewers, the slower)."""
@@ -948,7 +953,7 @@ def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
         error_ui(f"Run {run_id} cannot be read (was it deleted?).", exc)
         return
     state = status.get("state", "?")
-    viewers = run_metrics(run_id).audience.seen(_session_key()) if polling else 0
+    viewers = _watching(run_id) if polling else 0
     if polling != (state in ACTIVE_STATES) or (polling and lab_pacing.refresh_scale(viewers) != scale):
         st.rerun()  # start, stop or re-pace the polling with a full rerun
     icon = STATE_ICONS.get(state, "")
@@ -980,7 +985,8 @@ def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
     if scale > 1:
         st.caption(
             f":material/groups: {viewers} pages are watching this run, so each refreshes every "
-            f"{STATUS_EVERY_S * scale:g} s (the charts every {CHARTS_EVERY_S * scale:g} s) to leave the CPU to training."
+            f"{lab_pacing.STATUS_EVERY_S * scale:g} s (the charts every {lab_pacing.CHARTS_EVERY_S * scale:g} s) "
+            "to leave the CPU to training."
         )
     if state == "failed":
         error_ui(f"The run failed. {status.get('error') or 'The log below may say why.'}")
@@ -992,9 +998,6 @@ def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
             f" (epoch {status.get('best_epoch') or '–'}), test accuracy {_percent(status.get('test_acc'))}.",
             icon=":material/check_circle:",
         )
-
-
-STATUS_EVERY_S, CHARTS_EVERY_S = lab_pacing.STATUS_EVERY_S, lab_pacing.CHARTS_EVERY_S
 
 
 def live_charts(run_id: str, active: bool) -> None:
@@ -1030,9 +1033,9 @@ def watch_ui(frame: pd.DataFrame) -> None:
         return
     run_id = pick_run_ui(ids, frame)
     polling = dict(zip(frame["id"], frame["state"])).get(run_id) in ACTIVE_STATES
-    scale = lab_pacing.refresh_scale(run_metrics(run_id).audience.seen(_session_key())) if polling else 1
-    st.fragment(live_view, run_every=STATUS_EVERY_S * scale if polling else None)(run_id, polling, scale)
-    st.fragment(live_charts, run_every=CHARTS_EVERY_S * scale if polling else None)(run_id, polling)
+    scale = lab_pacing.refresh_scale(_watching(run_id)) if polling else 1
+    st.fragment(live_view, run_every=lab_pacing.STATUS_EVERY_S * scale if polling else None)(run_id, polling, scale)
+    st.fragment(live_charts, run_every=lab_pacing.CHARTS_EVERY_S * scale if polling else None)(run_id, polling)
 
 
 # --------------------------------------------------------------------------

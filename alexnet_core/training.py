@@ -526,15 +526,19 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
         raise CheckpointWriteError(code, f"Could not write checkpoint {path.name}: {reason}") from exc
 
 
-def _snapshot(obj):
+def _snapshot(obj, copies: dict[int, torch.Tensor]):
     """A copy of a checkpoint state whose tensors are on the CPU and no longer shared
-    with the model or the optimizer (training goes on changing those in place)."""
+    with the model or the optimizer (training goes on changing those in place).
+    ``copies`` maps the tensors already copied (by id) to their copy: a tensor in
+    several states is copied once."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
+        if id(obj) not in copies:
+            copies[id(obj)] = obj.detach().to("cpu", copy=True)
+        return copies[id(obj)]
     if isinstance(obj, dict):
-        return {k: _snapshot(v) for k, v in obj.items()}
+        return {k: _snapshot(v, copies) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_snapshot(v) for v in obj)
+        return type(obj)(_snapshot(v, copies) for v in obj)
     return obj
 
 
@@ -559,7 +563,8 @@ class CheckpointWriter:
 
     def submit(self, writes: list[tuple[dict, Path]], label: str) -> None:
         self.wait()
-        snapshots = [(_snapshot(state), Path(path)) for state, path in writes]
+        copies: dict[int, torch.Tensor] = {}  # alive until every state is copied, so ids stay unique
+        snapshots = [(_snapshot(state, copies), Path(path)) for state, path in writes]
         self._thread = threading.Thread(target=self._write, args=(snapshots, label), name="checkpoints")
         self._thread.start()
 
@@ -920,8 +925,9 @@ class _Trainer:
 
     # -- checkpoints ---------------------------------------------------------
 
-    def _checkpoint_state(self, full: bool) -> dict:
-        state = {
+    def _checkpoint_state(self) -> dict:
+        """What best.pt holds: the weights and what they are (last.pt adds ``_training_state``)."""
+        return {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "model_args": dict(self.model_args),
@@ -938,23 +944,25 @@ class _Trainer:
             "best_test_acc": self.best_test_acc,
             "last_test_acc": self.last_test_acc,
         }
-        if full:
-            rng = {"torch": torch.get_rng_state(), "augment": self.augment_gen.get_state()}
-            if self.device.type == "cuda":
-                rng["cuda"] = torch.cuda.get_rng_state(self.device)
-            state.update(
-                optimizer=self.optimizer.state_dict(),
-                scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
-                sums=dict(self.sums),
-                rng=rng,
-            )
-        return state
+
+    def _training_state(self) -> dict:
+        """What a resume needs besides the weights."""
+        rng = {"torch": torch.get_rng_state(), "augment": self.augment_gen.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "sums": dict(self.sums),
+            "rng": rng,
+        }
 
     def save_checkpoints(self, best: bool = False) -> None:
         """Hand last.pt (and best.pt when ``best``) to the checkpoint thread."""
         self._check_finite()
-        writes = [(self._checkpoint_state(full=False), self.run_dir / "best.pt")] if best else []
-        writes.append((self._checkpoint_state(full=True), self.run_dir / "last.pt"))
+        state = self._checkpoint_state()  # one state_dict: the writer copies its tensors once for both files
+        writes = [(state, self.run_dir / "best.pt")] if best else []
+        writes.append(({**state, **self._training_state()}, self.run_dir / "last.pt"))
         where = f"epoch {self.epoch}" + (f", batch {self.batch}" if self.batch else "")
         self.writer.submit(writes, f"last.pt, {where}")
         self.last_checkpoint_time = time.perf_counter()

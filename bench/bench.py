@@ -500,7 +500,7 @@ def overhead_share(events: list[dict], writes: dict) -> dict:
     # best.pt, last.pt, predictions .npz, the epoch event; checkpoints are written on a thread of
     # their own (training.CheckpointWriter) while the next epoch trains: its CPU time is added in
     # full, though part of it already slowed train_time (an upper bound, not a saving hidden)
-    writer_cpu = max((e.get("checkpoint_cpu") or 0.0 for e in events if e.get("type") == "end"), default=0.0)
+    writer_cpu = sum(e.get("checkpoint_cpu") or 0.0 for e in events if e.get("type") == "end")  # one per session
     checkpoints = total - train - evaluation + writer_cpu
     # step events and status.json rewrites happen inside train_time: cost them from a measurement
     metrics = len(steps) * writes["event_s"] + train / training.STATUS_INTERVAL_S * writes["status_s"]
