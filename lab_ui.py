@@ -19,6 +19,7 @@ import streamlit as st
 from alexnet_core import anatomy, data, paths, predict, runs, training, variants
 from alexnet_core.device import DEVICES
 
+import lab_charts
 import lab_pacing
 
 HOME = "app_pages/home.py"
@@ -814,10 +815,9 @@ class RunMetrics:
     """One run's metrics and charts, shared by every session that watches it.
 
     A class of twenty watching one run would otherwise each keep the events,
-    rebuild the frames and rebuild two plotly figures (tens of ms each) on
-    every refresh. Here the new metric lines are read once per refresh, and
-    frames and figures are rebuilt only when new lines arrived. The figures
-    are only read afterwards (``st.plotly_chart`` copies them to a dict).
+    rebuild the frames and rebuild and serialise two plotly figures (tens of
+    ms each) on every refresh. Here the new metric lines are read once per
+    refresh, and frames and figures are rebuilt only when new lines arrived.
     """
 
     def __init__(self, run_id: str, runs_dir: str):
@@ -828,8 +828,8 @@ class RunMetrics:
         self.built: tuple | None = None
         self.audience = lab_pacing.Audience()  # who watches, for the refresh budget
 
-    def snapshot(self) -> tuple[pd.DataFrame, pd.DataFrame, object, object]:
-        """(steps, epochs, loss figure, accuracy figure), reading only the lines added since the last call."""
+    def snapshot(self) -> tuple[pd.DataFrame, pd.DataFrame, lab_charts.Prepared, lab_charts.Prepared]:
+        """(steps, epochs, loss chart, accuracy chart), reading only the lines added since the last call."""
         with self.lock:
             path = runs.run_path(self.run_id, self.runs_dir) / "metrics.jsonl"
             if path.exists() and path.stat().st_size < self.offset:  # the file was replaced: start over
@@ -839,7 +839,9 @@ class RunMetrics:
                 self.rows.extend(new)
                 # frames_from_events drops the steps a resume trained again.
                 steps, epochs = runs.frames_from_events(self.rows)
-                self.built = (steps, epochs, loss_chart(steps, epochs), accuracy_chart(epochs))
+                self.built = (
+                    steps, epochs, lab_charts.prepare(loss_chart(steps, epochs)), lab_charts.prepare(accuracy_chart(epochs))
+                )
             return self.built
 
 
@@ -1011,8 +1013,10 @@ def live_charts(run_id: str, active: bool) -> None:
         st.info("Waiting for the first training steps…" if active else "This run recorded no metrics.", icon=":material/hourglass_top:")
     else:
         a, b = st.columns(2)
-        a.plotly_chart(loss_fig, width="stretch", key=f"loss:{run_id}", theme=None)
-        b.plotly_chart(accuracy_fig, width="stretch", key=f"acc:{run_id}", theme=None)
+        with a:
+            lab_charts.chart(loss_fig, key=f"loss:{run_id}")
+        with b:
+            lab_charts.chart(accuracy_fig, key=f"acc:{run_id}")
     # Drawn only while open: st.code brings the browser a 1.5 MB syntax highlighter
     # to parse, and the tail would travel with every chart refresh.
     log = st.expander("Log (last 40 lines)", key=f"log:{run_id}", on_change="rerun")
@@ -1293,7 +1297,7 @@ def upload_ui(run_id: str, ds, config) -> None:
         )
         fig.update_yaxes(type="category")
         fig.update_xaxes(range=[0, 105])
-        st.plotly_chart(_layout(fig, f"Best guess: {top['class'].iloc[0]} ({100 * top['probability'].iloc[0]:.0f}%)", "probability (%)", "", height=330), width="stretch", key="top5", theme=None)
+        lab_charts.chart(_layout(fig, f"Best guess: {top['class'].iloc[0]} ({100 * top['probability'].iloc[0]:.0f}%)", "probability (%)", "", height=330), key="top5")
     st.markdown("##### Its feature maps (each conv layer's channels after ReLU)")
     feature_grids_ui(maps)
 
@@ -1369,7 +1373,7 @@ def compare_runs_ui(frame: pd.DataFrame, ids: list[str]) -> None:
     fig.update_xaxes(dtick=1)
     if metric.endswith("_acc"):
         fig.update_yaxes(range=[0, 101])
-    st.plotly_chart(fig, width="stretch", key="compare_chart", theme=None)
+    lab_charts.chart(fig, key="compare_chart")
 
 
 def _file_reader(path: Path):

@@ -7,7 +7,9 @@ drives Debian's Chromium through Playwright's Python package, and measures
   page) until ``[data-testid=stApp]`` says ``data-test-connection-state=CONNECTED``
   and ``data-test-script-state=notRunning`` (Streamlit's own e2e tests wait on
   the same attributes; the state is ``initial`` until the first script run
-  starts, so an early ``notRunning`` cannot be mistaken for the end);
+  starts, so an early ``notRunning`` cannot be mistaken for the end) and every
+  plotly chart on the page has drawn its SVG (the script can end before the
+  browser has loaded plotly.js and drawn the charts);
 - training images/s of the same short run launched through
   ``alexnet_core.runs`` with nobody watching and with the Train page open on it.
 """
@@ -94,10 +96,16 @@ _TITLE_OBSERVER = """
 """
 
 
-def first_render(browser, url: str, timeout_ms: float = 60_000) -> tuple[float, float | None]:
-    """(complete, title) seconds from navigation start, in a fresh browser session.
+# Every plotly chart on the page (lab_charts' or Streamlit's) has drawn its SVG.
+_CHARTS_DRAWN = """() => [...document.querySelectorAll('.lab-chart, [data-testid=stPlotlyChart]')]
+    .every(el => el.querySelector('.main-svg'))"""
 
-    complete: the first script run has finished (parallel fragments included);
+
+def first_render(browser, url: str, timeout_ms: float = 60_000) -> tuple[float, float, float | None]:
+    """(complete, script, title) seconds from navigation start, in a fresh browser session.
+
+    complete: the first script run has finished (parallel fragments included)
+    and every chart is drawn; script: the first script run has finished;
     title: the page's st.title heading is in the DOM.
     """
     context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -106,9 +114,11 @@ def first_render(browser, url: str, timeout_ms: float = 60_000) -> tuple[float, 
         page = context.new_page()
         page.goto(url, wait_until="commit", timeout=timeout_ms)
         page.wait_for_selector(RENDERED, state="attached", timeout=timeout_ms)
+        script = page.evaluate("performance.now()") / 1000.0
+        page.wait_for_function(_CHARTS_DRAWN, timeout=timeout_ms)
         done = page.evaluate("performance.now()") / 1000.0
         title = page.evaluate("window.__titleAt")
-        return done, (title / 1000.0 if title is not None else None)
+        return done, script, (title / 1000.0 if title is not None else None)
     finally:
         context.close()
 
@@ -197,13 +207,16 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 for title, path in PAGES:
-                    cold, cold_title = first_render(browser, f"{server.url}/{path}")
-                    details = f"first visit on a fresh server, new session; title shown at {fmt_s(cold_title)}"
-                    extra = {"cold_s": cold, "cold_title_s": cold_title, "server_up_s": up_s}
+                    cold, cold_script, cold_title = first_render(browser, f"{server.url}/{path}")
+                    details = (f"first visit on a fresh server, new session; title shown at {fmt_s(cold_title)}, "
+                               f"script done at {fmt_s(cold_script)}")
+                    extra = {"cold_s": cold, "cold_script_s": cold_script, "cold_title_s": cold_title,
+                             "server_up_s": up_s}
                     if not args.quick:
-                        warm, warm_title = first_render(browser, f"{server.url}/{path}")
-                        details += f"; again in another new session: {warm:.2f} s (title {fmt_s(warm_title)})"
-                        extra.update(warm_s=warm, warm_title_s=warm_title)
+                        warm, warm_script, warm_title = first_render(browser, f"{server.url}/{path}")
+                        details += (f"; again in another new session: {warm:.2f} s (title {fmt_s(warm_title)}, "
+                                    f"script {fmt_s(warm_script)})")
+                        extra.update(warm_s=warm, warm_script_s=warm_script, warm_title_s=warm_title)
                     if title == "Home":
                         details += f"; server healthy {up_s:.1f} s after start"
                     report.add(Row(

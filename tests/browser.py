@@ -148,6 +148,8 @@ def shot(pg, name: str) -> None:
 
 
 ERRORS = "[data-testid=stException], [data-testid=stAlertContentError]"
+# A chart that lab_charts has drawn (an SVG exists only once plotly.js has loaded and plotted).
+DRAWN_CHART = ".lab-chart .main-svg"
 
 
 def no_exception(pg) -> None:
@@ -163,12 +165,13 @@ def nav(pg, label: str) -> None:
     pg.locator("[data-testid=stSidebarNav]").get_by_text(label, exact=True).click()
 
 
-# The x values of each Plotly chart on the page, by chart title. Plotly keeps the
-# figure on its div; ._fullData holds the decoded arrays (plotly.py sends numpy
-# columns base64-encoded, so .data holds {dtype, bdata} objects).
+# The x values of each Plotly chart on the page (Streamlit's or lab_charts'), by
+# chart title. Plotly keeps the figure on its div; ._fullData holds the decoded
+# arrays (plotly.py sends numpy columns base64-encoded, so .data holds {dtype,
+# bdata} objects).
 CHART_XS = """() => {
     const out = {};
-    for (const gd of document.querySelectorAll('[data-testid=stPlotlyChart] .js-plotly-plot')) {
+    for (const gd of document.querySelectorAll('.js-plotly-plot')) {
         const title = gd.layout && gd.layout.title ? (gd.layout.title.text || '') : '';
         out[title] = (gd._fullData || []).map(t => ({name: t.name, x: Array.from(t.x || [])}));
     }

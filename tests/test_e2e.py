@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tests.browser import CHROMIUM, QUICK_SIZE, VIEWPORT, Server, lab_env, launch_chromium, nav, no_exception, settle, shot
+from tests.browser import CHROMIUM, DRAWN_CHART, QUICK_SIZE, VIEWPORT, Server, lab_env, launch_chromium, nav, no_exception, settle, shot
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -102,7 +102,7 @@ def test_journey_home_model_train_predictions_runs(server, page):
     # match can see two for a moment (it did on CI); to_have_count waits it out.
     expect(pg.get_by_text("Accuracy per epoch")).to_have_count(1)
     expect(pg.get_by_text("Loss", exact=True)).to_have_count(1)
-    expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
+    expect(pg.locator(DRAWN_CHART).first).to_be_visible()
     # the log is drawn when opened (lazy expander): its epoch line, then the code block
     expect(pg.locator("[data-testid=stCode]")).to_have_count(0)
     pg.get_by_text("Log (last 40 lines)").click()
@@ -131,7 +131,7 @@ def test_journey_home_model_train_predictions_runs(server, page):
 
     nav(pg, "Runs")
     expect(pg.get_by_role("heading", name="Compare curves")).to_be_visible()
-    expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
+    expect(pg.locator(DRAWN_CHART).first).to_be_visible()
     expect(pg.get_by_role("button", name="best.pt")).to_be_visible()
     no_exception(pg)
     shot(pg, "06-runs")

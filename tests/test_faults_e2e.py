@@ -25,7 +25,7 @@ import pytest
 
 from alexnet_core import runs
 from tests.browser import (
-    CHROMIUM, QUICK_SIZE, VIEWPORT, Server, chart_xs, error_texts, kill_runs, lab_env, launch_chromium, settle, shot, wait_for_chart,
+    CHROMIUM, DRAWN_CHART, QUICK_SIZE, VIEWPORT, Server, chart_xs, error_texts, kill_runs, lab_env, launch_chromium, settle, shot, wait_for_chart,
     wait_until,
 )
 
@@ -164,7 +164,7 @@ def test_server_restart_while_a_run_trains_reattaches_with_full_history(lab, ser
     expect(bar).to_contain_text(re.compile(r"step [1-9]"))
     seen = bar.inner_text()
     expect(bar).not_to_have_text(seen)  # live: the step counter moves
-    expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
+    expect(pg.locator(DRAWN_CHART).first).to_be_visible()
     assert_no_errors(pg)
 
     pid = runs.status(run_id, runs_dir)["pid"]
@@ -183,7 +183,7 @@ def test_server_restart_while_a_run_trains_reattaches_with_full_history(lab, ser
     first_step = step_events(run_id, runs_dir)[0]["step"]
     open_train(pg, server.url)
     expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
-    expect(pg.locator("[data-testid=stPlotlyChart]").first).to_be_visible()
+    expect(pg.locator(DRAWN_CHART).first).to_be_visible()
     # The restarted page reads the history from the start, not just what came after the restart.
     wait_for_chart(pg, "Loss", "training (per step)", "x[0] === arg[0] && x.length >= arg[1]", arg=[first_step, between])
     seen = bar.inner_text()

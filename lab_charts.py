@@ -1,0 +1,106 @@
+"""Plotly figures drawn by plotly.js's basic bundle instead of Streamlit's full one.
+
+``st.plotly_chart`` draws with the full plotly.js that Streamlit bundles: a
+4.7 MB module that Chromium on the 2-core machine spends about 0.9 s of its
+main thread evaluating before the first chart appears, on every first visit
+(bench/README.md, "Session 5"). The Train page's two live charts and the Runs
+page's overlay need only lines, markers and bars: plotly.js's basic bundle
+(scatter, bar, pie; 1.2 MB) evaluates in about 0.25 s. ``chart()`` draws a
+plotly figure with it through a Streamlit v2 component: the figure is built in
+Python with ``plotly.graph_objects`` as before, sent as plotly's own JSON, and
+drawn by ``Plotly.react``, which updates a chart in place on every refresh.
+
+The bundle is served from ``static/`` (``server.enableStaticServing``) and
+loaded once per page, on the first chart. It is plotly.js's own file,
+unchanged: ``npm pack plotly.js-basic-dist-min@<version>``, the version that
+``plotly.offline.get_plotlyjs_version()`` names, so figures from the installed
+plotly.py mean the same to it (a test checks the two versions agree).
+
+The confusion matrix stays on ``st.plotly_chart``: a heatmap is not in the
+basic bundle, and its cell clicks use Streamlit's selection events.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+STATIC = Path(__file__).resolve().parent / "static"
+PLOTLY_JS = "plotly-basic-4.1.1.min.js"
+
+# Runs in the page (a v2 component, no iframe). ``data.figure`` is plotly's JSON.
+_JS = """
+function loadPlotly(src) {
+  // one copy of plotly.js for the whole page, loaded by the first chart
+  if (!window.__alexnetLabPlotly) {
+    window.__alexnetLabPlotly = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = src;
+      script.onload = () => resolve(window.Plotly);
+      script.onerror = () => {
+        window.__alexnetLabPlotly = undefined;  // a later chart tries again
+        reject(new Error(src));
+      };
+      document.head.appendChild(script);
+    });
+  }
+  return window.__alexnetLabPlotly;
+}
+
+export default function ({ parentElement, data }) {
+  let box = parentElement.querySelector(":scope > div.lab-chart");
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "lab-chart";
+    parentElement.appendChild(box);
+  }
+  box.style.height = data.height + "px";
+  const figure = JSON.parse(data.figure);
+  loadPlotly(data.src)
+    .then((Plotly) => Plotly.react(box, figure.data, figure.layout, { responsive: true, displaylogo: false }))
+    .catch((error) => {
+      box.textContent = "The chart could not be drawn: " + error.message + " did not load.";
+    });
+}
+"""
+
+_component = st.components.v2.component("alexnet_lab.chart", js=_JS, isolate_styles=False)
+
+
+def plotly_js_version() -> str:
+    """The plotly.js version of the bundle in static/, read from its banner."""
+    head = (STATIC / PLOTLY_JS).read_text(encoding="utf-8")[:200]
+    found = re.search(r"plotly\.js \(basic - minified\) v(\S+)", head)
+    if not found:
+        raise ValueError(f"{PLOTLY_JS} has no plotly.js banner")
+    return found.group(1)
+
+
+def _src() -> str:
+    base = (st.get_option("server.baseUrlPath") or "").strip("/")
+    return ("/" + base if base else "") + "/app/static/" + PLOTLY_JS
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A figure serialised once, for pages that draw the same figure in many sessions."""
+
+    json: str
+    height: int
+
+
+def prepare(figure) -> Prepared:
+    """Serialise a plotly figure (scatter and bar traces; its layout sets the height)."""
+    return Prepared(figure.to_json(), int(figure.layout.height or DEFAULT_HEIGHT))
+
+
+DEFAULT_HEIGHT = 450  # plotly's own default
+
+
+def chart(figure, *, key: str) -> None:
+    """Draw a plotly figure, or a ``prepare``d one, as wide as its column."""
+    drawn = figure if isinstance(figure, Prepared) else prepare(figure)
+    _component(key=key, data={"figure": drawn.json, "height": drawn.height, "src": _src()}, height=drawn.height)

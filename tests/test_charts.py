@@ -1,0 +1,57 @@
+"""lab_charts: plotly figures drawn by plotly.js's basic bundle (see lab_charts.py for why)."""
+
+from __future__ import annotations
+
+import json
+
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs_version
+from streamlit.testing.v1 import AppTest
+
+import lab_charts
+
+
+def test_the_bundle_is_the_plotly_js_of_the_installed_plotly():
+    # After upgrading plotly: npm pack plotly.js-basic-dist-min@<get_plotlyjs_version()>
+    assert lab_charts.plotly_js_version() == get_plotlyjs_version()
+    assert lab_charts.PLOTLY_JS == f"plotly-basic-{get_plotlyjs_version()}.min.js"
+
+
+def test_the_app_serves_the_bundle():
+    import tomllib
+
+    config = tomllib.loads((lab_charts.STATIC.parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["enableStaticServing"] is True
+    assert (lab_charts.STATIC / lab_charts.PLOTLY_JS).stat().st_size > 500_000
+
+
+def _page():
+    # AppTest runs this function's body as the script: it imports what it uses.
+    import plotly.graph_objects as go
+
+    import lab_charts
+
+    fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[0.9, 0.5, 0.2], name="loss"))
+    fig.update_layout(title=dict(text="Loss"), height=321)
+    lab_charts.chart(fig, key="a")
+    lab_charts.chart(lab_charts.prepare(fig), key="b")
+
+
+def test_a_chart_sends_the_figure_its_height_and_where_plotly_js_is():
+    at = AppTest.from_function(_page).run()
+    assert not at.exception
+    mounted = [c for c in at.get("bidi_component") if c.proto.component_name == "alexnet_lab.chart"]
+    assert len(mounted) == 2
+    for c in mounted:
+        data = json.loads(c.proto.json)
+        figure = json.loads(data["figure"])
+        assert figure["layout"]["title"]["text"] == "Loss"
+        assert figure["data"][0]["name"] == "loss"
+        assert data["height"] == 321
+        assert data["src"] == "/app/static/" + lab_charts.PLOTLY_JS
+
+
+def test_prepare_keeps_plotly_json_and_defaults_the_height():
+    prepared = lab_charts.prepare(go.Figure(go.Bar(x=["a"], y=[1])))
+    assert json.loads(prepared.json)["data"][0]["type"] == "bar"
+    assert prepared.height == lab_charts.DEFAULT_HEIGHT
