@@ -9,6 +9,9 @@ page's overlay need only lines, markers and bars: plotly.js's basic bundle
 plotly figure with it through a Streamlit v2 component: the figure is built in
 Python with ``plotly.graph_objects`` as before, sent as plotly's own JSON, and
 drawn by ``Plotly.react``, which updates a chart in place on every refresh.
+A chart below the first screen (the Train page's charts of a finished run,
+under the form) is drawn when it scrolls into view or once the page has been
+idle for 2 s, so the first screen does not wait for plotly.js.
 
 The bundle is served from ``static/`` (``server.enableStaticServing``) and
 loaded once per page, on the first chart. It is plotly.js's own file,
@@ -33,8 +36,11 @@ PLOTLY_JS = "plotly-basic-4.1.1.min.js"
 
 # Runs in the page (a v2 component, no iframe). ``data.figure`` is plotly's JSON.
 _JS = """
+const CONFIG = { responsive: true, displaylogo: false };
+const IDLE_AFTER_MS = 2000;
+
 function loadPlotly(src) {
-  // one copy of plotly.js for the whole page, loaded by the first chart
+  // one copy of plotly.js for the whole page, loaded by the first chart drawn
   if (!window.__alexnetLabPlotly) {
     window.__alexnetLabPlotly = new Promise((resolve, reject) => {
       const script = document.createElement("script");
@@ -50,20 +56,59 @@ function loadPlotly(src) {
   return window.__alexnetLabPlotly;
 }
 
+function draw(box) {
+  loadPlotly(box.labSrc)
+    .then((Plotly) => {
+      box.querySelector(":scope > .lab-chart-wait")?.remove();
+      return Plotly.react(box, box.labFigure.data, box.labFigure.layout, CONFIG);
+    })
+    .catch((error) => {
+      box.textContent = "The chart could not be drawn: " + error.message + " did not load.";
+    });
+}
+
 export default function ({ parentElement, data }) {
   let box = parentElement.querySelector(":scope > div.lab-chart");
   if (!box) {
     box = document.createElement("div");
     box.className = "lab-chart";
+    const wait = document.createElement("p");
+    wait.className = "lab-chart-wait";
+    wait.textContent = "Drawing the chart…";
+    wait.style.cssText = "color: #5c6370; padding: 1rem 0 0 0.5rem; margin: 0;";
+    box.appendChild(wait);
     parentElement.appendChild(box);
   }
   box.style.height = data.height + "px";
-  const figure = JSON.parse(data.figure);
-  loadPlotly(data.src)
-    .then((Plotly) => Plotly.react(box, figure.data, figure.layout, { responsive: true, displaylogo: false }))
-    .catch((error) => {
-      box.textContent = "The chart could not be drawn: " + error.message + " did not load.";
-    });
+  box.labFigure = JSON.parse(data.figure);
+  box.labSrc = data.src;
+  // Streamlit calls the cleanup this returns when the element goes, and also
+  // when a render was overtaken by a newer one: only a detached box is torn down.
+  const cleanup = () => {
+    if (box.isConnected) return;
+    box.labObserver?.disconnect();
+    clearTimeout(box.labTimer);
+    if (box.labDrawn && window.Plotly) window.Plotly.purge(box);
+  };
+  if (box.labDrawn) {
+    draw(box);  // a refresh: Plotly.react updates the chart in place
+    return cleanup;
+  }
+  if (box.labWaiting) return cleanup;  // the newest figure is drawn when the wait ends
+  // A chart below the first screen waits until it scrolls into view, or until the
+  // page has been idle a while: the page's first screen does not wait for it.
+  box.labWaiting = true;
+  const start = () => {
+    if (box.labDrawn) return;
+    box.labDrawn = true;
+    box.labObserver.disconnect();
+    clearTimeout(box.labTimer);
+    draw(box);
+  };
+  box.labObserver = new IntersectionObserver((entries) => entries.some((e) => e.isIntersecting) && start());
+  box.labObserver.observe(box);
+  box.labTimer = setTimeout(() => requestIdleCallback(start, { timeout: IDLE_AFTER_MS }), IDLE_AFTER_MS);
+  return cleanup;
 }
 """
 

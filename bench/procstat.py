@@ -72,6 +72,21 @@ def machine_cpu_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / _HZ
 
 
+def wait_quiet(max_cores: float = 0.3, window_s: float = 0.25, timeout_s: float = 10.0) -> float:
+    """Wait until the whole machine used under ``max_cores`` over one ``window_s``
+    (or ``timeout_s`` passed); returns the cores of the last window (0.0 without /proc)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        before, start = machine_cpu_seconds(), time.monotonic()
+        time.sleep(window_s)
+        after = machine_cpu_seconds()
+        if before is None or after is None:
+            return 0.0
+        cores = (after - before) / (time.monotonic() - start)
+        if cores < max_cores or time.monotonic() > deadline:
+            return cores
+
+
 class OtherLoad:
     """Average cores used by processes outside the benchmark's tree since the last ``mark()``."""
 

@@ -8,8 +8,9 @@ drives Debian's Chromium through Playwright's Python package, and measures
   and ``data-test-script-state=notRunning`` (Streamlit's own e2e tests wait on
   the same attributes; the state is ``initial`` until the first script run
   starts, so an early ``notRunning`` cannot be mistaken for the end) and every
-  plotly chart on the page has drawn its SVG (the script can end before the
-  browser has loaded plotly.js and drawn the charts);
+  plotly chart in the first screen has drawn its SVG (the script can end before
+  the browser has loaded plotly.js and drawn the charts); when the charts below
+  the first screen were drawn is reported beside it;
 - training images/s of the same short run launched through
   ``alexnet_core.runs`` with nobody watching and with the Train page open on it.
 """
@@ -26,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from procstat import cpu_seconds, descendants
+from procstat import cpu_seconds, descendants, wait_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -96,18 +97,27 @@ _TITLE_OBSERVER = """
 """
 
 
-# Every plotly chart on the page (lab_charts' or Streamlit's) has drawn its SVG.
-_CHARTS_DRAWN = """() => [...document.querySelectorAll('.lab-chart, [data-testid=stPlotlyChart]')]
+# Every plotly chart (lab_charts' v2 components or Streamlit's) has drawn its SVG;
+# with ``true``, only the charts in the first screen (the viewport).
+_CHARTS_DRAWN = """(inView) => [...document.querySelectorAll('[data-testid=stBidiComponentRegular], [data-testid=stPlotlyChart]')]
+    .filter(el => {
+        const r = el.getBoundingClientRect();
+        return !inView || (r.top < window.innerHeight && r.bottom > 0);
+    })
     .every(el => el.querySelector('.main-svg'))"""
 
 
-def first_render(browser, url: str, timeout_ms: float = 60_000) -> tuple[float, float, float | None]:
-    """(complete, script, title) seconds from navigation start, in a fresh browser session.
+def first_render(browser, url: str, timeout_ms: float = 60_000) -> tuple[float, float, float, float | None]:
+    """(complete, script, charts, title) seconds from navigation start, in a fresh browser session.
 
     complete: the first script run has finished (parallel fragments included)
-    and every chart is drawn; script: the first script run has finished;
-    title: the page's st.title heading is in the DOM.
+    and every chart in the first screen is drawn; script: the first script run
+    has finished; charts: every chart on the page is drawn, below the first
+    screen too (lab_charts draws those when they scroll into view or once the
+    page has been idle for 2 s); title: the page's st.title heading is in the DOM.
     """
+    # The previous page's renderer may still be exiting: measure this page on a quiet machine.
+    wait_quiet()
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     try:
         context.add_init_script(_TITLE_OBSERVER)
@@ -115,10 +125,12 @@ def first_render(browser, url: str, timeout_ms: float = 60_000) -> tuple[float, 
         page.goto(url, wait_until="commit", timeout=timeout_ms)
         page.wait_for_selector(RENDERED, state="attached", timeout=timeout_ms)
         script = page.evaluate("performance.now()") / 1000.0
-        page.wait_for_function(_CHARTS_DRAWN, timeout=timeout_ms)
+        page.wait_for_function(_CHARTS_DRAWN, arg=True, timeout=timeout_ms)
         done = page.evaluate("performance.now()") / 1000.0
+        page.wait_for_function(_CHARTS_DRAWN, arg=False, timeout=timeout_ms)
+        charts = page.evaluate("performance.now()") / 1000.0
         title = page.evaluate("window.__titleAt")
-        return done, script, (title / 1000.0 if title is not None else None)
+        return done, script, charts, (title / 1000.0 if title is not None else None)
     finally:
         context.close()
 
@@ -207,16 +219,17 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 for title, path in PAGES:
-                    cold, cold_script, cold_title = first_render(browser, f"{server.url}/{path}")
+                    cold, cold_script, cold_charts, cold_title = first_render(browser, f"{server.url}/{path}")
                     details = (f"first visit on a fresh server, new session; title shown at {fmt_s(cold_title)}, "
-                               f"script done at {fmt_s(cold_script)}")
-                    extra = {"cold_s": cold, "cold_script_s": cold_script, "cold_title_s": cold_title,
-                             "server_up_s": up_s}
+                               f"script done at {fmt_s(cold_script)}, every chart drawn at {fmt_s(cold_charts)}")
+                    extra = {"cold_s": cold, "cold_script_s": cold_script, "cold_charts_s": cold_charts,
+                             "cold_title_s": cold_title, "server_up_s": up_s}
                     if not args.quick:
-                        warm, warm_script, warm_title = first_render(browser, f"{server.url}/{path}")
+                        warm, warm_script, warm_charts, warm_title = first_render(browser, f"{server.url}/{path}")
                         details += (f"; again in another new session: {warm:.2f} s (title {fmt_s(warm_title)}, "
-                                    f"script {fmt_s(warm_script)})")
-                        extra.update(warm_s=warm, warm_script_s=warm_script, warm_title_s=warm_title)
+                                    f"script {fmt_s(warm_script)}, every chart {fmt_s(warm_charts)})")
+                        extra.update(warm_s=warm, warm_script_s=warm_script, warm_charts_s=warm_charts,
+                                     warm_title_s=warm_title)
                     if title == "Home":
                         details += f"; server healthy {up_s:.1f} s after start"
                     report.add(Row(

@@ -149,7 +149,7 @@ def shot(pg, name: str) -> None:
 
 ERRORS = "[data-testid=stException], [data-testid=stAlertContentError]"
 # A chart that lab_charts has drawn (an SVG exists only once plotly.js has loaded and plotted).
-DRAWN_CHART = ".lab-chart .main-svg"
+DRAWN_CHART = ".lab-chart:has(.main-svg)"
 
 
 def no_exception(pg) -> None:

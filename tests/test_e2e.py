@@ -135,3 +135,26 @@ def test_journey_home_model_train_predictions_runs(server, page):
     expect(pg.get_by_role("button", name="best.pt")).to_be_visible()
     no_exception(pg)
     shot(pg, "06-runs")
+
+
+def test_charts_below_the_first_screen_draw_when_seen(server, page):
+    """A new visitor's Train page on a projector (1280x800): the form fills the
+    first screen and the last run's charts sit below it. lab_charts draws those
+    when they scroll into view, or once the page has been idle, never not at all.
+    (Runs after the journey, which left a finished run.)"""
+    expect = playwright_api.expect
+    charts = "[data-testid=stBidiComponentRegular]"
+    for scroll in (True, False):
+        context = page.context.browser.new_context(viewport={"width": 1280, "height": 800})
+        try:
+            pg = context.new_page()
+            pg.goto(f"{server}/train")
+            settle(pg)
+            expect(pg.locator(charts)).to_have_count(2)
+            if scroll:
+                pg.locator(charts).first.scroll_into_view_if_needed()
+            expect(pg.locator(DRAWN_CHART)).to_have_count(2, timeout=30_000)
+            expect(pg.locator(".lab-chart-wait")).to_have_count(0)
+            no_exception(pg)
+        finally:
+            context.close()
