@@ -60,6 +60,11 @@ function draw(box) {
   loadPlotly(box.labSrc)
     .then((Plotly) => {
       box.querySelector(":scope > .lab-chart-wait")?.remove();
+      if (!box.labResize) {
+        // the column narrows or widens without the window resizing (the sidebar folds away)
+        box.labResize = new ResizeObserver(() => box.isConnected && Plotly.Plots.resize(box));
+        box.labResize.observe(box);
+      }
       return Plotly.react(box, box.labFigure.data, box.labFigure.layout, CONFIG);
     })
     .catch((error) => {
@@ -87,6 +92,7 @@ export default function ({ parentElement, data }) {
   const cleanup = () => {
     if (box.isConnected) return;
     box.labObserver?.disconnect();
+    box.labResize?.disconnect();
     clearTimeout(box.labTimer);
     if (box.labDrawn && window.Plotly) window.Plotly.purge(box);
   };

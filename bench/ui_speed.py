@@ -45,18 +45,18 @@ def free_port() -> int:
 
 
 class Server:
-    """``streamlit run app.py`` on 127.0.0.1:<free port> with its own run store."""
+    """``streamlit run <script>`` (app.py) on 127.0.0.1:<free port> with its own run store."""
 
-    def __init__(self, runs_dir: Path, log: Path):
+    def __init__(self, runs_dir: Path, log: Path, script: str = "app.py", *options: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, ALEXNET_LAB_RUNS=str(runs_dir), PYTHONUNBUFFERED="1")
         self.log = open(log, "wb")
         self.start = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+            [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
              "--server.port", str(self.port), "--server.address", "127.0.0.1",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *options],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -213,11 +213,16 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
         return
 
     server = Server(runs_dir, runs_dir.parent / "streamlit.log")
+    # The floor: Streamlit's frontend alone (bench/floor_app.py), measured in the same run.
+    floor = Server(runs_dir, runs_dir.parent / "streamlit-floor.log", "bench/floor_app.py",
+                   "--server.enableStaticServing", "false")
     try:
         up_s = server.wait_healthy()
+        floor.wait_healthy()
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
+                floor_before = first_render(browser, floor.url)
                 for title, path in PAGES:
                     cold, cold_script, cold_charts, cold_title = first_render(browser, f"{server.url}/{path}")
                     details = (f"first visit on a fresh server, new session; title shown at {fmt_s(cold_title)}, "
@@ -236,6 +241,16 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
                         section="ui", case=f"{title} page: first render", ours=cold, ours_unit="s", details=details,
                         target=f"<= {RENDER_TARGET_S} s", met=cold <= RENDER_TARGET_S, extra=extra,
                     ))
+
+                floor_after = first_render(browser, floor.url)
+                report.add(Row(
+                    section="ui", case="floor: a page with a title and one line (bench/floor_app.py): first render",
+                    ours=floor_before[0], ours_unit="s",
+                    details=(f"Streamlit's frontend alone, same settings and connection tuning, no sidebar; title at "
+                             f"{fmt_s(floor_before[3])}; again after the pages: {floor_after[0]:.2f} s"),
+                    extra={"cold_s": floor_before[0], "again_s": floor_after[0]},
+                ))
+                floor.stop()
 
                 rounds = 1 if args.quick else 2
                 unwatched, watched = [], []
@@ -279,3 +294,4 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
                        met=False))
     finally:
         server.stop()
+        floor.stop()

@@ -155,6 +155,15 @@ def test_charts_below_the_first_screen_draw_when_seen(server, page):
                 pg.locator(charts).first.scroll_into_view_if_needed()
             expect(pg.locator(DRAWN_CHART)).to_have_count(2, timeout=30_000)
             expect(pg.locator(".lab-chart-wait")).to_have_count(0)
+            if scroll:  # folding the sidebar widens the column: the chart follows it
+                svg = pg.locator(".lab-chart .main-svg").first
+                narrow = svg.bounding_box()["width"]
+                pg.locator("[data-testid=stSidebar]").hover()  # the fold button shows on hover
+                pg.get_by_role("button", name="Collapse sidebar").click()
+                pg.wait_for_function(
+                    "w => document.querySelector('.lab-chart .main-svg').getBoundingClientRect().width > w + 100",
+                    arg=narrow,
+                )
             no_exception(pg)
         finally:
             context.close()
