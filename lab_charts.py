@@ -33,6 +33,8 @@ import streamlit as st
 
 STATIC = Path(__file__).resolve().parent / "static"
 PLOTLY_JS = "plotly-basic-4.1.1.min.js"
+BASIC_TRACES = {"scatter", "bar", "pie"}  # what the basic bundle can draw
+DEFAULT_HEIGHT = 450  # plotly's own default
 
 # Runs in the page (a v2 component, no iframe). ``data.figure`` is plotly's JSON.
 _JS = """
@@ -123,7 +125,8 @@ _component = st.components.v2.component("alexnet_lab.chart", js=_JS, isolate_sty
 
 def plotly_js_version() -> str:
     """The plotly.js version of the bundle in static/, read from its banner."""
-    head = (STATIC / PLOTLY_JS).read_text(encoding="utf-8")[:200]
+    with open(STATIC / PLOTLY_JS, encoding="utf-8") as f:
+        head = f.read(200)
     found = re.search(r"plotly\.js \(basic - minified\) v(\S+)", head)
     if not found:
         raise ValueError(f"{PLOTLY_JS} has no plotly.js banner")
@@ -144,11 +147,11 @@ class Prepared:
 
 
 def prepare(figure) -> Prepared:
-    """Serialise a plotly figure (scatter and bar traces; its layout sets the height)."""
+    """Serialise a plotly figure of scatter, bar or pie traces (its layout sets the height)."""
+    other = {trace.type for trace in figure.data} - BASIC_TRACES
+    if other:
+        raise ValueError(f"plotly.js's basic bundle cannot draw {sorted(other)}: use st.plotly_chart for these")
     return Prepared(figure.to_json(), int(figure.layout.height or DEFAULT_HEIGHT))
-
-
-DEFAULT_HEIGHT = 450  # plotly's own default
 
 
 def chart(figure, *, key: str) -> None:

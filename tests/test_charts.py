@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import plotly.graph_objects as go
+import pytest
 from plotly.offline import get_plotlyjs_version
 from streamlit.testing.v1 import AppTest
 
@@ -55,3 +56,9 @@ def test_prepare_keeps_plotly_json_and_defaults_the_height():
     prepared = lab_charts.prepare(go.Figure(go.Bar(x=["a"], y=[1])))
     assert json.loads(prepared.json)["data"][0]["type"] == "bar"
     assert prepared.height == lab_charts.DEFAULT_HEIGHT
+
+
+def test_a_trace_the_basic_bundle_cannot_draw_is_refused():
+    # plotly.js would skip it silently and leave an empty chart
+    with pytest.raises(ValueError, match="heatmap"):
+        lab_charts.prepare(go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])))
