@@ -1333,6 +1333,20 @@ def format_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return out[[c for c in keep if c in out.columns]]
 
 
+# Up to this many runs show as a plain table; more as a scrolling, sortable grid.
+TABLE_ROWS = 15
+
+
+def runs_table_ui(frame: pd.DataFrame) -> None:
+    """Every run. A plain table (large type on a projector) while the list is short:
+    the grid's 1.2 MB of code kept a first visit to Runs 0.2 s longer (bench/README.md)."""
+    shown = format_runs(frame)
+    if len(shown) <= TABLE_ROWS:
+        st.table(shown, hide_index=True)
+    else:
+        st.dataframe(shown, hide_index=True, width="stretch")
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _frames(run_id: str, stamp: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs.metrics_frames(run_id)

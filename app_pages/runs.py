@@ -13,7 +13,7 @@ if not ids:
     st.page_link(lab_ui.TRAIN, label="Go to Train", icon=":material/model_training:")
     st.stop()
 
-st.dataframe(lab_ui.format_runs(frame), hide_index=True, width="stretch")
+lab_ui.runs_table_ui(frame)
 
 st.subheader("Compare curves")
 lab_ui.compare_runs_ui(frame, ids)

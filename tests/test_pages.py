@@ -226,11 +226,28 @@ def test_predictions_link_to_a_missing_run(ui_lab, finished_run):
 def test_runs_page_table_curves_downloads(ui_lab, finished_run):
     at = open_page("runs")
     no_errors(at)
-    assert finished_run in at.dataframe[0].value["id"].tolist()
+    assert finished_run in at.table[0].value["id"].tolist()  # a short list: a plain table
     assert chart_titles(at) == ["validation accuracy (%) by epoch"]
     at.selectbox(key="files_run").set_value(finished_run).run()
     no_errors(at)
     assert len(at.get("download_button")) == 4  # config, epoch CSV, step CSV, best.pt
+
+
+def test_runs_page_long_list_is_a_scrolling_grid(ui_lab, finished_run):
+    from lab_ui import TABLE_ROWS
+
+    source = runs.run_path(finished_run)
+    copies = [source.parent / f"copy-{i:02d}" for i in range(TABLE_ROWS)]
+    try:
+        for copy in copies:
+            shutil.copytree(source, copy)
+        at = open_page("runs")
+        no_errors(at)
+        assert not at.table
+        assert len(at.dataframe[0].value) == TABLE_ROWS + 1
+    finally:
+        for copy in copies:
+            shutil.rmtree(copy, ignore_errors=True)
 
 
 def test_runs_page_delete_asks_first(ui_lab, finished_run):
