@@ -154,7 +154,15 @@ def prepare(figure) -> Prepared:
     return Prepared(figure.to_json(), int(figure.layout.height or DEFAULT_HEIGHT))
 
 
+# Every chart's element key starts with this; Streamlit puts the key in the element's
+# class (``st-key-chart-...``) as soon as the element arrives, before its code has
+# loaded, so the benchmark and the tests can tell which charts a page has.
+KEY_PREFIX = "chart-"
+
+
 def chart(figure, *, key: str) -> None:
     """Draw a plotly figure, or a ``prepare``d one, as wide as its column."""
     drawn = figure if isinstance(figure, Prepared) else prepare(figure)
-    _component(key=key, data={"figure": drawn.json, "height": drawn.height, "src": _src()}, height=drawn.height)
+    _component(
+        key=KEY_PREFIX + key, data={"figure": drawn.json, "height": drawn.height, "src": _src()}, height=drawn.height
+    )

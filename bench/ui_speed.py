@@ -97,9 +97,12 @@ _TITLE_OBSERVER = """
 """
 
 
-# Every plotly chart (lab_charts' v2 components or Streamlit's) has drawn its SVG;
-# with ``true``, only the charts in the first screen (the viewport).
-_CHARTS_DRAWN = """(inView) => [...document.querySelectorAll('[data-testid=stBidiComponentRegular], [data-testid=stPlotlyChart]')]
+# Every plotly chart (lab_charts' or Streamlit's) has drawn its SVG; with ``true``,
+# only the charts in the first screen (the viewport). lab_charts' are found by
+# their element's key class, which is there before the component's code has
+# loaded (its own div is not); Streamlit's charts are not in the first screen
+# of any page (the confusion matrix is in a tab drawn when opened).
+_CHARTS_DRAWN = """(inView) => [...document.querySelectorAll('.stElementContainer[class*="st-key-chart-"], [data-testid=stPlotlyChart]')]
     .filter(el => {
         const r = el.getBoundingClientRect();
         return !inView || (r.top < window.innerHeight && r.bottom > 0);
