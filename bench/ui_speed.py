@@ -9,7 +9,8 @@ drives Debian's Chromium through Playwright's Python package, and measures
   the same attributes; the state is ``initial`` until the first script run
   starts, so an early ``notRunning`` cannot be mistaken for the end) and every
   plotly chart in the first screen has drawn its SVG (the script can end before
-  the browser has loaded plotly.js and drawn the charts); when the charts below
+  the browser has loaded plotly.js and drawn the charts) and no widget in it is
+  still Streamlit's grey loading placeholder; when the charts below
   the first screen were drawn is reported beside it;
 - training images/s of the same short run launched through
   ``alexnet_core.runs`` with nobody watching and with the Train page open on it.
@@ -109,12 +110,18 @@ _CHARTS_DRAWN = """(inView) => [...document.querySelectorAll('.stElementContaine
     })
     .every(el => el.querySelector('.main-svg'))"""
 
+# No widget in the first screen is still a grey placeholder: Streamlit draws a
+# skeleton for an element whose code has not loaded yet, even after the script ended.
+_NO_SKELETON_IN_VIEW = """() => [...document.querySelectorAll('[data-testid=stSkeleton]')]
+    .every(el => { const r = el.getBoundingClientRect(); return r.top >= window.innerHeight || r.bottom <= 0; })"""
+
 
 def first_render(browser, url: str, timeout_ms: float = 60_000) -> tuple[float, float, float, float | None]:
     """(complete, script, charts, title) seconds from navigation start, in a fresh browser session.
 
-    complete: the first script run has finished (parallel fragments included)
-    and every chart in the first screen is drawn; script: the first script run
+    complete: the first script run has finished (parallel fragments included),
+    every chart in the first screen is drawn and no widget there is still a
+    loading placeholder; script: the first script run
     has finished; charts: every chart on the page is drawn, below the first
     screen too (lab_charts draws those when they scroll into view or once the
     page has been idle for 2 s); title: the page's st.title heading is in the DOM.
@@ -129,6 +136,7 @@ def first_render(browser, url: str, timeout_ms: float = 60_000) -> tuple[float, 
         page.wait_for_selector(RENDERED, state="attached", timeout=timeout_ms)
         script = page.evaluate("performance.now()") / 1000.0
         page.wait_for_function(_CHARTS_DRAWN, arg=True, timeout=timeout_ms)
+        page.wait_for_function(_NO_SKELETON_IN_VIEW, timeout=timeout_ms)
         done = page.evaluate("performance.now()") / 1000.0
         page.wait_for_function(_CHARTS_DRAWN, arg=False, timeout=timeout_ms)
         charts = page.evaluate("performance.now()") / 1000.0
