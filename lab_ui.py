@@ -7,6 +7,7 @@ Pages stay thin: they read widgets, call one or two functions here or in
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -76,7 +77,15 @@ def warm_caches() -> None:
     variant, dataset = _defaults()
     sel = Selection(variant, dataset, variants.get_spec(variant).input_size, None)
     layer_table(variant, *model_io(sel), sel.input_size)
-    load_dataset(dataset)
+    # load_dataset's spinner looks for a page to draw in and, finding none at start-up,
+    # would print "missing ScriptRunContext!" in the teacher's terminal.
+    quiet = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        load_dataset(dataset)
+    finally:
+        quiet.setLevel(level)
     steps = pd.DataFrame({"step": [1, 2], "loss": [2.3, 2.1]})
     epochs = pd.DataFrame({"epoch": [1], "step": [2], "val_loss": [2.0], "test_loss": [2.0],
                            "train_acc": [0.2], "val_acc": [0.25], "test_acc": [0.25]})
@@ -1193,7 +1202,7 @@ def confusion_figure(matrix, classes: list[str]):
         )
     )
     size = min(720, 120 + 48 * n)
-    fig = _layout(fig, "Confusion matrix (click a cell to see its images)", "predicted class", "true class", height=size)
+    fig = _layout(fig, "Confusion matrix", "predicted class", "true class", height=size)
     fig.update_layout(clickmode="event+select")
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category")
@@ -1206,6 +1215,8 @@ def confusion_ui(preds: pd.DataFrame, classes: list[str]) -> None:
     matrix = predict.confusion_matrix(preds, len(classes))
     left, right = st.columns([3, 2], gap="large")
     with left:
+        # the hint, not the chart's title: at 1280 pixels a longer title was cut off
+        st.caption("Rows: the true class; columns: what the network said. Click a cell to see its images.")
         st.plotly_chart(
             confusion_figure(matrix, classes),
             width="stretch",
