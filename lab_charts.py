@@ -102,10 +102,9 @@ export default function ({ parentElement, data }) {
     draw(box);  // a refresh: Plotly.react updates the chart in place
     return cleanup;
   }
-  if (box.labWaiting) return cleanup;  // the newest figure is drawn when the wait ends
+  if (box.labObserver) return cleanup;  // waiting already: the newest figure is drawn when it ends
   // A chart below the first screen waits until it scrolls into view, or until the
   // page has been idle a while: the page's first screen does not wait for it.
-  box.labWaiting = true;
   const start = () => {
     if (box.labDrawn) return;
     box.labDrawn = true;

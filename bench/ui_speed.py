@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 from procstat import cpu_seconds, descendants, wait_quiet
 
@@ -100,9 +101,9 @@ _TITLE_OBSERVER = """
 
 # Every plotly chart (lab_charts' or Streamlit's) has drawn its SVG; with ``true``,
 # only the charts in the first screen (the viewport). lab_charts' are found by
-# their element's key class, which is there before the component's code has
-# loaded (its own div is not); Streamlit's charts are not in the first screen
-# of any page (the confusion matrix is in a tab drawn when opened).
+# their element's key class (st-key- + lab_charts.KEY_PREFIX), which is there
+# before the component's code has loaded (its own div is not); Streamlit's
+# charts are in no page's first screen (the confusion matrix is in a tab).
 _CHARTS_DRAWN = """(inView) => [...document.querySelectorAll('.stElementContainer[class*="st-key-chart-"], [data-testid=stPlotlyChart]')]
     .filter(el => {
         const r = el.getBoundingClientRect();
@@ -116,8 +117,15 @@ _NO_SKELETON_IN_VIEW = """() => [...document.querySelectorAll('[data-testid=stSk
     .every(el => { const r = el.getBoundingClientRect(); return r.top >= window.innerHeight || r.bottom <= 0; })"""
 
 
-def first_render(browser, url: str, timeout_ms: float = 60_000) -> tuple[float, float, float, float | None]:
-    """(complete, script, charts, title) seconds from navigation start, in a fresh browser session.
+class Render(NamedTuple):
+    complete: float
+    script: float
+    charts: float
+    title: float | None
+
+
+def first_render(browser, url: str, timeout_ms: float = 60_000) -> Render:
+    """Seconds from navigation start to each of these, in a fresh browser session.
 
     complete: the first script run has finished (parallel fragments included),
     every chart in the first screen is drawn and no widget there is still a
@@ -141,7 +149,7 @@ def first_render(browser, url: str, timeout_ms: float = 60_000) -> tuple[float, 
         page.wait_for_function(_CHARTS_DRAWN, arg=False, timeout=timeout_ms)
         charts = page.evaluate("performance.now()") / 1000.0
         title = page.evaluate("window.__titleAt")
-        return done, script, charts, (title / 1000.0 if title is not None else None)
+        return Render(done, script, charts, title / 1000.0 if title is not None else None)
     finally:
         context.close()
 
@@ -256,10 +264,10 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
                 floor_after = first_render(browser, floor.url)
                 report.add(Row(
                     section="ui", case="floor: a page with a title and one line (bench/floor_app.py): first render",
-                    ours=floor_before[0], ours_unit="s",
+                    ours=floor_before.complete, ours_unit="s",
                     details=(f"Streamlit's frontend alone, same settings and connection tuning, no sidebar; title at "
-                             f"{fmt_s(floor_before[3])}; again after the pages: {floor_after[0]:.2f} s"),
-                    extra={"cold_s": floor_before[0], "again_s": floor_after[0]},
+                             f"{fmt_s(floor_before.title)}; again after the pages: {floor_after.complete:.2f} s"),
+                    extra={"cold_s": floor_before.complete, "again_s": floor_after.complete},
                 ))
                 floor.stop()
 

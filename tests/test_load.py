@@ -58,6 +58,7 @@ if __package__ in (None, ""):  # run as a script: make `tests` and `alexnet_core
 import pytest
 
 from alexnet_core import runs
+from bench.procstat import OtherLoad, cpu_seconds, descendants
 from alexnet_core.training import TrainConfig
 from tests.browser import ARTIFACTS, CHROMIUM, ERRORS, Server, kill_runs, lab_env, launch_chromium, settle, wait_until
 
@@ -105,59 +106,6 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """utime + stime of a process (+ its reaped children's), in seconds (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """Non-idle CPU seconds of the whole machine since boot (all cores), from /proc/stat."""
-    with open("/proc/stat", encoding="ascii") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = (values + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-class OtherWork:
-    """Cores used by everything outside this process's tree (the test, its server,
-    Chromium and the training runs it launched) between ``start()`` and ``cores()``."""
-
-    def start(self) -> "OtherWork":
-        self.t, self.machine, self.ours = time.monotonic(), machine_busy_seconds(), self._ours()
-        return self
-
-    @staticmethod
-    def _ours() -> float:
-        return sum(cpu_seconds(p, children=True) for p in [os.getpid(), *descendants(os.getpid())])
-
-    def cores(self) -> float:
-        elapsed = time.monotonic() - self.t
-        return max(0.0, (machine_busy_seconds() - self.machine) - (self._ours() - self.ours)) / elapsed
-
-
-def descendants(root: int) -> list[int]:
-    """Every process below ``root`` (from /proc's PPid fields)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                for line in (entry / "status").read_text().splitlines():
-                    if line.startswith("PPid:"):
-                        parents[int(entry.name)] = int(line.split()[1])
-                        break
-    found, frontier = [], {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier}
-        found.extend(frontier)
-    return found
 
 
 def chromium_pids() -> list[int]:
@@ -298,7 +246,7 @@ def browsers():
 
 def cpu_use(pids: list[int], seconds: float, before: dict[int, float]) -> float:
     """CPU cores used on average by ``pids`` since ``before`` was taken."""
-    return sum(cpu_seconds(p) - before.get(p, 0.0) for p in pids) / seconds
+    return sum((cpu_seconds(p) or 0.0) - before.get(p, 0.0) for p in pids) / seconds
 
 
 # --------------------------------------------------------------------------- the test
@@ -317,10 +265,10 @@ def test_twenty_viewers_while_a_run_trains(tmp_path):
             with on_cores(SERVER_CORE):
                 alone = launch_and_warm(runs_dir)
             t0 = time.time()
-            other = OtherWork().start()
+            other = OtherLoad()
             time.sleep(WINDOW_S)  # the measurement window itself, not a wait for something to happen
             quiet = rates(alone, runs_dir, t0, time.time())
-            other0 = other.cores()
+            other0 = other.cores() or 0.0
             stop_run(alone, runs_dir)
 
             with browsers() as browser:
@@ -334,12 +282,12 @@ def test_twenty_viewers_while_a_run_trains(tmp_path):
                 rss_start = rss_mb(server.pid)
                 cpu_pids = {"server": [server.pid], "chromium": chromium_pids(),
                             "training": [runs.status(watched, runs_dir)["pid"]]}
-                cpu_before = {pid: cpu_seconds(pid) for pids in cpu_pids.values() for pid in pids}
+                cpu_before = {pid: cpu_seconds(pid) or 0.0 for pids in cpu_pids.values() for pid in pids}
                 t1 = time.time()
-                other = OtherWork().start()
+                other = OtherLoad()
                 reports, samples = watch(pages, server.pid, WINDOW_S)
                 t2 = time.time()
-                other20 = other.cores()
+                other20 = other.cores() or 0.0
                 busy = rates(watched, runs_dir, t1, t2)
                 cores = {name: cpu_use(pids, t2 - t1, cpu_before) for name, pids in cpu_pids.items()}
                 rss_end = rss_mb(server.pid)
