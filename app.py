@@ -29,6 +29,8 @@ def warm_up() -> None:
 
     # The first convolution on a CPU sets up oneDNN; do it here, not in a page.
     torch.nn.functional.conv2d(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 3, 3))
+    # The first optimizer imports torch._dynamo (1.2 s): not in the Train page's first estimate.
+    torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     lab_ui.warm_caches()
     log.warning("AlexNet Lab: PyTorch and the lab imported and warmed in %.1f s", time.perf_counter() - started)
 
