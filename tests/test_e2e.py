@@ -133,6 +133,11 @@ def test_journey_home_model_train_predictions_runs(server, page):
     expect(pg.get_by_role("heading", name="Compare curves")).to_be_visible()
     expect(pg.locator(DRAWN_CHART).first).to_be_visible()
     expect(pg.get_by_role("button", name="best.pt")).to_be_visible()
+    # a download's file is made when its button is clicked
+    with pg.expect_download() as download:
+        pg.get_by_role("button", name="metrics per epoch (CSV)").click()
+    epochs_csv = open(download.value.path(), encoding="utf-8").read().splitlines()
+    assert epochs_csv[0].split(",")[0] == "epoch" and len(epochs_csv) == 2, epochs_csv  # a header, one epoch
     no_exception(pg)
     shot(pg, "06-runs")
 

@@ -226,11 +226,26 @@ def test_predictions_link_to_a_missing_run(ui_lab, finished_run):
 def test_runs_page_table_curves_downloads(ui_lab, finished_run):
     at = open_page("runs")
     no_errors(at)
-    assert finished_run in at.table[0].value["id"].tolist()  # a short list: a plain table
+    assert not at.table and not at.dataframe  # a short list: a Markdown table
+    assert any(m.value.startswith("| id | variant |") and finished_run in m.value for m in at.markdown)
     assert chart_titles(at) == ["validation accuracy (%) by epoch"]
     at.selectbox(key="files_run").set_value(finished_run).run()
     no_errors(at)
     assert len(at.get("download_button")) == 4  # config, epoch CSV, step CSV, best.pt
+
+
+def test_markdown_table_shows_each_cell_as_plain_text():
+    import pandas as pd
+
+    from lab_ui import markdown_table
+
+    table = markdown_table(pd.DataFrame({"id": ["a|b", "*x*_y"], "test": ["97.5%", None]}))
+    assert table.splitlines() == [
+        "| id | test |",
+        "| --- | --- |",
+        r"| a\|b | 97.5% |",
+        r"| \*x\*\_y |  |",
+    ]
 
 
 def test_runs_page_long_list_is_a_scrolling_grid(ui_lab, finished_run):
