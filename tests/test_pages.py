@@ -179,14 +179,16 @@ def test_predictions_grid_and_filters(ui_lab, finished_run):
     preds = runs.read_predictions(finished_run)
     wrong = int((preds["label"] != preds["pred"]).sum())
     assert wrong > 0, "one epoch leaves mistakes to look at"
+    from lab_ui import PER_PAGE
+
     tiles = [m.value for m in at.markdown if "predicted" in m.value and "loss" in m.value]
-    assert len(tiles) == min(24, wrong) and all("✗" in t for t in tiles)
+    assert len(tiles) == min(PER_PAGE, wrong) and all("✗" in t for t in tiles)
     assert f"of **{wrong:,}** matching" in texts(at)
 
     at.toggle(key="only_wrong").set_value(False).run()
     assert f"of **{len(preds):,}** matching" in texts(at)
     at.number_input(key="grid_page").set_value(2).run()  # paging, no cap
-    assert "Images **25–48**" in texts(at)
+    assert f"Images **{PER_PAGE + 1}–{2 * PER_PAGE}**" in texts(at)
 
     label = int(preds["label"].iloc[0])
     at.selectbox(key="true_class").set_value(label).run()
