@@ -1356,26 +1356,30 @@ TABLE_ROWS = 15
 _MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]<>|$~]")
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A frame as a Markdown table, every cell shown as its plain text (a missing one empty)."""
+def markdown_table(frame: pd.DataFrame, right: tuple[str, ...] = ()) -> str:
+    """A frame as a Markdown table, every cell shown as its plain text (a missing one
+    empty), the ``right`` columns aligned right.
+
+    Streamlit draws it in its Markdown type, larger and roomier than ``st.table``'s,
+    and without Arrow's reader, which a first visit fetches and runs before the
+    page is complete (Runs' first render 0.07 s sooner; bench/README.md)."""
     def text(cell) -> str:
         return "" if cell is None or (isinstance(cell, float) and math.isnan(cell)) else str(cell)
 
     def row(cells) -> str:
         return "| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\g<0>", text(c)).replace("\n", " ") for c in cells) + " |"
 
-    lines = [row(frame.columns), "|" + " --- |" * len(frame.columns)]
+    lines = [row(frame.columns), "|" + "".join(" ---: |" if c in right else " --- |" for c in frame.columns)]
     lines += [row(r) for r in frame.itertuples(index=False)]
     return "\n".join(lines)
 
 
 def runs_table_ui(frame: pd.DataFrame) -> None:
     """Every run. While the list is short, a Markdown table (large type on a
-    projector, and no table code to fetch: the grid's 1.2 MB kept a first visit to
-    Runs 0.2 s longer, st.table's Arrow reader 0.07 s; bench/README.md)."""
+    projector; the grid's 1.2 MB of code kept a first visit to Runs 0.2 s longer)."""
     shown = format_runs(frame)
     if len(shown) <= TABLE_ROWS:
-        st.markdown(markdown_table(shown))
+        st.markdown(markdown_table(shown, right=("epochs", "best val.", "test", "duration")))
     else:
         st.dataframe(shown, hide_index=True, width="stretch")
 

@@ -122,6 +122,8 @@ def test_unknown_link_value_falls_back_with_a_notice(ui_lab, params, words):
 def test_model_tabs(ui_lab, tab):
     at = open_page("model", variant="paper", size="227", model_view=tab)
     no_errors(at)
+    if tab == "Layers":
+        assert "96 x 55 x 55" in at.table[0].value["output (C x H x W)"].tolist()  # conv1 of the paper net at 227
     if tab == "224 or 227":
         assert len(at.table) == 2
     if tab == "Feature maps":
@@ -241,10 +243,10 @@ def test_markdown_table_shows_each_cell_as_plain_text():
 
     from lab_ui import markdown_table
 
-    table = markdown_table(pd.DataFrame({"id": ["a|b", "*x*_y"], "test": ["97.5%", None]}))
+    table = markdown_table(pd.DataFrame({"id": ["a|b", "*x*_y"], "test": ["97.5%", None]}), right=("test",))
     assert table.splitlines() == [
         "| id | test |",
-        "| --- | --- |",
+        "| --- | ---: |",
         r"| a\|b | 97.5% |",
         r"| \*x\*\_y |  |",
     ]
