@@ -12,6 +12,7 @@ import time
 from contextlib import asynccontextmanager
 
 import streamlit as st
+from starlette.middleware import Middleware
 
 import lab_server
 
@@ -45,4 +46,5 @@ async def lifespan(app):
     yield
 
 
-app = st.App("dashboard.py", lifespan=lifespan)
+# PageHtml: a page opened at its own address connects at the first attempt (lab_server.py).
+app = st.App("dashboard.py", lifespan=lifespan, middleware=[Middleware(lab_server.PageHtml)])

@@ -172,3 +172,22 @@ def test_charts_below_the_first_screen_draw_when_seen(server, page):
             no_exception(pg)
         finally:
             context.close()
+
+
+def test_a_page_opened_at_its_own_address_connects_at_the_first_attempt(server, page):
+    """A shared link or a refresh opens /model itself. Streamlit's frontend would first
+    try /model/_stcore/health, get a 404 and wait 100 ms (lab_server.PageHtml)."""
+    expect = playwright_api.expect
+    context = page.context.browser.new_context(viewport=VIEWPORT)
+    try:
+        pg = context.new_page()
+        asked = []
+        pg.on("request", lambda request: asked.append(request.url))
+        pg.goto(f"{server}/model?variant=cifar")
+        settle(pg)
+        expect(pg.get_by_role("heading", name="AlexNet for 32x32 (CIFAR)")).to_be_visible()
+        probes = [url for url in asked if "/_stcore/" in url and "/stream" not in url]
+        assert probes and all(url.startswith(f"{server}/_stcore/") for url in probes), probes
+        no_exception(pg)
+    finally:
+        context.close()

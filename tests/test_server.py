@@ -1,7 +1,9 @@
-"""lab_server: the dashboard's connections get TCP_NODELAY (see lab_server.py for why)."""
+"""lab_server: TCP_NODELAY on the dashboard's connections, the start-up heap frozen,
+and a page's address answered with the app's base URL (see lab_server.py for why)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 
@@ -53,3 +55,59 @@ def test_freeze_leaves_only_new_objects_to_the_collector():
         assert survivors < frozen  # the collector now tracks only what was made after the freeze
     finally:
         gc.unfreeze()
+
+
+# ---------------------------------------------------------------- PageHtml
+
+
+def ask(middleware: lab_server.PageHtml, path: str, accept: bytes = b"text/html,*/*", method: str = "GET"):
+    """One request through the middleware; returns (who answered, status, body)."""
+    sent, passed = [], []
+
+    async def streamlit(scope, receive, send):
+        passed.append(scope["path"])
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": [(b"accept", accept)]}
+    middleware.app = streamlit
+    asyncio.run(middleware(scope, None, send))
+    if passed:
+        return "streamlit", None, b""
+    return "page", sent[0]["status"], sent[1]["body"]
+
+
+def test_a_page_address_gets_streamlits_html_with_the_base_url():
+    page = lab_server.PageHtml(None, base_path="")
+    who, status, body = ask(page, "/predictions")
+    assert (who, status) == ("page", 200)
+    html = body.decode()
+    assert 'BACKEND_BASE_URL: new URL("/", window.location.origin)' in html
+    assert html.index("window.__streamlit") < html.index('<script type="module"')  # set before the app reads it
+    assert "./static/js/index." in html  # Streamlit's own page, untouched otherwise
+
+
+@pytest.mark.parametrize(
+    "path, accept, method",
+    [
+        ("/", b"text/html", "GET"),  # Home: one candidate already
+        ("/favicon.png", b"text/html", "GET"),  # a file
+        ("/_stcore/health", b"*/*", "GET"),
+        ("/train/_stcore/health", b"*/*", "GET"),
+        ("/static/js/index.js", b"*/*", "GET"),
+        ("/app/static/plotly-basic-4.1.1.min.js", b"*/*", "GET"),
+        ("/train", b"application/json", "GET"),  # not a browser navigation
+        ("/train", b"text/html", "HEAD"),
+    ],
+)
+def test_everything_else_goes_to_streamlit(path, accept, method):
+    assert ask(lab_server.PageHtml(None, base_path=""), path, accept, method)[0] == "streamlit"
+
+
+def test_under_a_base_path_only_its_pages_are_answered():
+    page = lab_server.PageHtml(None, base_path="lab")
+    who, _, body = ask(page, "/lab/runs")
+    assert who == "page" and b'new URL("/lab/", window.location.origin)' in body
+    assert ask(page, "/runs")[0] == "streamlit"
+    assert ask(page, "/lab")[0] == "streamlit"  # the base itself is Home
