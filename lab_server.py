@@ -37,17 +37,17 @@ Streamlit's frontend cannot tell whether ``/train`` is the app's base path, so
 it asks ``/train/_stcore/health`` first, gets a 404, waits 100 ms and asks
 ``/_stcore/health`` (streamlit/streamlit#7074, open). ``PageHtml`` answers a
 browser asking for a page's address with Streamlit's own index.html plus one
-line of host configuration that names the base path
+line of host configuration: the base URL is the page's folder
 (``window.__streamlit.BACKEND_BASE_URL``, the setting hosts that serve the
-frontend elsewhere use), so the first attempt is the right one: 0.1-0.13 s
-sooner on Model, Train, Predictions and Runs.
+frontend elsewhere use), so the first attempt is the right one: 0.05-0.2 s
+sooner on Model, Train, Predictions and Runs. Read in the browser from the
+page's own address, the base stays right behind a proxy that adds a prefix.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import re
 import socket
@@ -90,7 +90,8 @@ def freeze_startup_heap() -> int:
 
 # One path segment, no dot (not a file such as favicon.png), not Streamlit's own.
 _PAGE_SEGMENT = re.compile(r"[^/.]+")
-_HOST_CONFIG = "<script>window.__streamlit = {{BACKEND_BASE_URL: new URL({base}, window.location.origin).href}};</script>"
+# The page's own folder: right behind a proxy that serves the app under a prefix of its own, too.
+_HOST_CONFIG = '<script>window.__streamlit = {BACKEND_BASE_URL: new URL(".", window.location.href).href};</script>'
 
 
 class PageHtml:
@@ -116,10 +117,8 @@ class PageHtml:
 
             with open(os.path.join(file_util.get_static_dir(), "index.html"), encoding="utf-8") as f:
                 page = f.read()
-            base = "/" + self.base_path() + "/" if self.base_path() else "/"
-            line = _HOST_CONFIG.format(base=json.dumps(base))
             head = page.index("<head>") + len("<head>")
-            self._html = (page[:head] + "\n    " + line + page[head:]).encode("utf-8")
+            self._html = (page[:head] + "\n    " + _HOST_CONFIG + page[head:]).encode("utf-8")
         return self._html
 
     def is_page(self, scope) -> bool:
@@ -128,13 +127,12 @@ class PageHtml:
         accept = dict(scope.get("headers") or ()).get(b"accept", b"")
         if b"text/html" not in accept:
             return False
-        path = scope.get("path", "").strip("/")
-        base = self.base_path()
-        if base:
-            if not path.startswith(base + "/"):
-                return False
-            path = path[len(base) + 1 :]
-        return bool(_PAGE_SEGMENT.fullmatch(path)) and not path.startswith("_stcore")
+        prefix = "/" + self.base_path() + "/" if self.base_path() else "/"
+        path = scope.get("path", "")
+        if not path.startswith(prefix):
+            return False
+        page = path[len(prefix) :]  # "/train/" has a slash left: Streamlit redirects it
+        return bool(_PAGE_SEGMENT.fullmatch(page)) and not page.startswith("_stcore")
 
     async def __call__(self, scope, receive, send):
         if not self.is_page(scope):
