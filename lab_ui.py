@@ -1484,13 +1484,16 @@ def run_files_ui(ids: list[str]) -> None:
         key="dl_config",
         width="stretch",
     )
+    # Labels named like the files: "metrics per epoch (CSV)" was cut short at 1280 pixels.
     c2.download_button(
-        "metrics per epoch (CSV)", icon=":material/download:", data=_csv_reader(run_id, "epochs"),
+        "epochs.csv", icon=":material/download:", data=_csv_reader(run_id, "epochs"),
         file_name=f"{run_id}-epochs.csv", mime="text/csv", key="dl_epochs", width="stretch",
+        help="The metrics of every epoch: losses, accuracies, learning rate and times.",
     )
     c3.download_button(
-        "metrics per step (CSV)", icon=":material/download:", data=_csv_reader(run_id, "steps"),
+        "steps.csv", icon=":material/download:", data=_csv_reader(run_id, "steps"),
         file_name=f"{run_id}-steps.csv", mime="text/csv", key="dl_steps", width="stretch",
+        help="The metrics of every logged training step: loss, learning rate and images/s.",
     )
     best = folder / "best.pt"
     if best.exists():

@@ -135,7 +135,7 @@ def test_journey_home_model_train_predictions_runs(server, page):
     expect(pg.get_by_role("button", name="best.pt")).to_be_visible()
     # a download's file is made when its button is clicked
     with pg.expect_download() as download:
-        pg.get_by_role("button", name="metrics per epoch (CSV)").click()
+        pg.get_by_role("button", name="epochs.csv").click()
     epochs_csv = open(download.value.path(), encoding="utf-8").read().splitlines()
     assert epochs_csv[0].split(",")[0] == "epoch" and len(epochs_csv) == 2, epochs_csv  # a header, one epoch
     no_exception(pg)
