@@ -132,6 +132,7 @@ def test_journey_home_model_train_predictions_runs(server, page):
     nav(pg, "Runs")
     expect(pg.get_by_role("heading", name="Compare curves")).to_be_visible()
     expect(pg.locator(DRAWN_CHART).first).to_be_visible()
+    pg.get_by_text("Download or delete a run").click()  # drawn when opened
     expect(pg.get_by_role("button", name="best.pt")).to_be_visible()
     # a download's file is made when its button is clicked
     with pg.expect_download() as download:

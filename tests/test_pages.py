@@ -233,9 +233,18 @@ def test_runs_page_table_curves_downloads(ui_lab, finished_run):
     assert not at.table and not at.dataframe  # a short list: a Markdown table
     assert any(m.value.startswith("| id | variant |") and finished_run in m.value for m in at.markdown)
     assert chart_titles(at) == ["validation accuracy (%) by epoch"]
+    assert not at.get("download_button"), "the files wait in a closed expander"
+    open_files(at)
     at.selectbox(key="files_run").set_value(finished_run).run()
     no_errors(at)
     assert len(at.get("download_button")) == 4  # config, epoch CSV, step CSV, best.pt
+
+
+def open_files(at: AppTest) -> None:
+    """Open the Runs page's "Download or delete a run" expander (drawn only while open)."""
+    assert "Download or delete a run" in [e.label for e in at.expander]
+    at.session_state["run_files"] = True
+    at.run()
 
 
 def test_markdown_table_shows_each_cell_as_plain_text():
@@ -274,6 +283,7 @@ def test_runs_page_delete_asks_first(ui_lab, finished_run):
     source = runs.run_path(finished_run)
     shutil.copytree(source, source.parent / copy)
     at = open_page("runs")
+    open_files(at)
     at.selectbox(key="files_run").set_value(copy).run()
     at.button(key="ask_delete").click().run()
     assert runs.run_path(copy).exists(), "nothing is deleted before the confirmation"
