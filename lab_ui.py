@@ -1133,7 +1133,7 @@ def prediction_grid_ui(preds: pd.DataFrame, ds, classes: list[str]) -> None:
         st.session_state["grid_page"] = 1
     p1, p2, p3, p4 = st.columns([1, 1, 1, 3])
     page = p1.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key="grid_page")
-    p2.selectbox("Per page", PER_PAGE_OPTIONS, index=PER_PAGE_OPTIONS.index(PER_PAGE), key="per_page")
+    p2.selectbox("Per page", PER_PAGE_OPTIONS, key="per_page")  # the first option, PER_PAGE, by default
     first, last = (page - 1) * per_page, min(page * per_page, len(shown))
     p4.markdown(f"<br>Images **{first + 1}–{last}** of **{len(shown):,}** matching", unsafe_allow_html=True)
     rows = list(shown.iloc[first:last].itertuples(index=False))
