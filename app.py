@@ -46,5 +46,8 @@ async def lifespan(app):
     yield
 
 
-# PageHtml: a page opened at its own address connects at the first attempt (lab_server.py).
-app = st.App("dashboard.py", lifespan=lifespan, middleware=[Middleware(lab_server.PageHtml)])
+# PageHtml: a page opened at its own address connects at the first attempt;
+# LiveApi: a page watching a run polls its progress (lab_server.py).
+app = st.App(
+    "dashboard.py", lifespan=lifespan, middleware=[Middleware(lab_server.PageHtml), Middleware(lab_server.LiveApi)]
+)

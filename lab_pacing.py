@@ -1,18 +1,29 @@
 """How often a page watching a run refreshes: a budget per run, shared by its audience.
 
-Every refresh of a watching Train page costs CPU that the training needs.
-Measured on the 2-core machine with a run training (bench/README.md, "Busy
-runs"): one watching page costs the server about 0.025 of a core and its
-browser 0.14 (the status line every 2 s about 0.05, the two charts every 5 s
-about 0.07). A classroom of twenty at that rate would take half a core from a
-training run on the server alone.
+Every refresh of a watching Train page costs CPU that the training needs. A
+page has three clocks:
 
-So the refresh intervals grow with the audience. Up to ``FREE_VIEWERS``
-sessions refresh at the base rate; beyond that every session slows by the
-power of two that keeps the total near ``FREE_VIEWERS`` sessions' worth
-(twenty viewers: 8x, the status line every 16 s). Powers of two, so that an
-audience growing one by one changes the pace of a page only a few times (each
-change is a full rerun of that page).
+- the progress line polls the server every ``POLL_EVERY_S`` (lab_charts: a small
+  JSON request answered from the run's status and its new metric lines; no
+  script run, no React render of the page);
+- the two charts redraw from that poll at most every ``CHARTS_EVERY_S`` (plotly.js
+  redraws a whole chart for one new point: about 40 ms each);
+- the Streamlit fragment around them reruns every ``RERUN_EVERY_S``: the poll
+  already reruns it when the run's state changes, so this is the safety net, and
+  the refresh where a proxy keeps the poll from the server.
+
+Measured on the 2-core machine over 20 s of a watched run training
+(bench/README.md, "Session 7"), alternated: Chromium used 0.10 of a core when
+two fragments did the work (the status every 2 s, the charts every 5 s; each
+rerun a React render of the page, 70-130 ms), 0.05 with the poll; the server
+0.026 and 0.020.
+
+The poll's and the charts' intervals grow with the audience; the fragment's do
+not (a rerun costs the server about 25 ms: every 15 s, twenty viewers' take
+0.03 of a core). Up to ``FREE_VIEWERS`` sessions refresh at the base rate;
+beyond that every session slows by the power of two that keeps the total near
+``FREE_VIEWERS`` sessions' worth (twenty viewers: 8x). Powers of two, so that an audience growing one by one changes the pace of a page only a
+few times (each change is a full rerun of that page).
 
 A session counts as watching a run while it has refreshed in the last
 ``SEEN_FOR_S`` seconds, longer than the slowest refresh, so an audience at the
@@ -24,11 +35,10 @@ from __future__ import annotations
 import threading
 import time
 
-# The base rate, for one viewer. Measured with bench/bench.py --only ui (12-epoch
-# quick runs, the Train page open vs not): the status every 1 s and the charts
-# every 5 s left training at 0.75x; the status every 2 s at 0.98x.
-STATUS_EVERY_S = 2
+# The base rate, for one viewer.
+POLL_EVERY_S = 1
 CHARTS_EVERY_S = 5
+RERUN_EVERY_S = 15
 
 FREE_VIEWERS = 3
 MAX_SCALE = 16

@@ -42,16 +42,28 @@ line of host configuration: the base URL is the page's folder
 frontend elsewhere use), so the first attempt is the right one: 0.05-0.2 s
 sooner on Model, Train, Predictions and Runs. Read in the browser from the
 page's own address, the base stays right behind a proxy that adds a prefix.
+
+4. A script run for every refresh of a watched run (``LiveApi``).
+A Train page watching a run used to rerun two Streamlit fragments, every 2 and
+5 s; each rerun costs the browser a React render of the page, and Chromium took
+0.13 of a core that the training needed. ``LiveApi`` answers
+``<base>/_lab/live/<run>`` with the run's progress as JSON, and its charts when
+asked (``lab_ui.live_payload``: the new metric lines only, the figures serialised
+once per change for every viewer). The page polls it every second
+(lab_charts.py) and updates its progress line and charts in place.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import logging
 import os
 import re
 import socket
 import stat
+from urllib.parse import parse_qs
 
 
 def listening_tcp_fds() -> list[int]:
@@ -149,3 +161,76 @@ class PageHtml:
             ],
         })
         await send({"type": "http.response.body", "body": body})
+
+
+_LIVE = re.compile(r"_lab/live/([^/]+)")
+log = logging.getLogger("alexnet_lab")
+
+
+def _live_payload(run_id: str, viewer: str, since: int | None) -> bytes:
+    import lab_ui  # imported by the warm-up long before the first poll
+    from alexnet_core import runs
+
+    try:
+        return lab_ui.live_payload(run_id, viewer, since)
+    except (runs.RunError, FileNotFoundError) as exc:  # an unknown or invalid id, a deleted run
+        raise LookupError(str(exc)) from exc
+
+
+class LiveApi:
+    """ASGI middleware: ``GET <base>/_lab/live/<run>?viewer=..&since=..`` answers a
+    watching page's poll with ``provider(run, viewer, since)`` (point 4 above), run
+    in a worker thread; 404 where it raises LookupError (no such run). Every other request goes on."""
+
+    def __init__(self, app, base_path: str | None = None, provider=_live_payload):
+        self.app = app
+        self._base_path = base_path
+        self.provider = provider
+
+    def run_id(self, scope) -> str | None:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return None
+        if self._base_path is None:
+            from streamlit import config
+
+            self._base_path = (config.get_option("server.baseUrlPath") or "").strip("/")
+        prefix = "/" + self._base_path + "/" if self._base_path else "/"
+        path = scope.get("path", "")
+        found = _LIVE.fullmatch(path[len(prefix) :]) if path.startswith(prefix) else None
+        return found.group(1) if found else None
+
+    async def __call__(self, scope, receive, send):
+        run_id = self.run_id(scope)
+        if run_id is None:
+            await self.app(scope, receive, send)
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        viewer = (query.get("viewer") or ["anonymous"])[0][:100]
+        try:
+            since = int(query["since"][0]) if "since" in query else None
+        except ValueError:
+            since = None
+        status, body = 200, b""
+        try:
+            body = await asyncio.to_thread(self.provider, run_id, viewer, since)
+        except LookupError as exc:
+            status, body = 404, _json_error(exc)
+        except Exception as exc:  # the page keeps polling; the teacher's terminal says why
+            log.exception("AlexNet Lab: the live view of %s failed", run_id)
+            status, body = 500, _json_error(exc)
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        })
+        await send({"type": "http.response.body", "body": body})
+
+
+def _json_error(exc: BaseException) -> bytes:
+    import json
+
+    return json.dumps({"error": str(exc) or type(exc).__name__}).encode()

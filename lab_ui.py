@@ -835,7 +835,9 @@ class RunMetrics:
     A class of twenty watching one run would otherwise each keep the events,
     rebuild the frames and rebuild and serialise two plotly figures (tens of
     ms each) on every refresh. Here the new metric lines are read once per
-    refresh, and frames and figures are rebuilt only when new lines arrived.
+    refresh, and frames and figures are rebuilt only when asked for and new
+    lines arrived. ``version`` counts the changes, so a page can tell whether
+    the figures it shows are the newest.
     """
 
     def __init__(self, run_id: str, runs_dir: str):
@@ -843,33 +845,67 @@ class RunMetrics:
         self.lock = threading.Lock()
         self.offset = 0
         self.rows: list[dict] = []
+        self.version = 0
         self.built: tuple | None = None
+        self.built_version = -1
         self.audience = lab_pacing.Audience()  # who watches, for the refresh budget
+
+    def _read(self) -> None:
+        path = runs.run_path(self.run_id, self.runs_dir) / "metrics.jsonl"
+        if path.exists() and path.stat().st_size < self.offset:  # the file was replaced: start over
+            self.offset, self.rows = 0, []
+            self.version += 1
+        new, self.offset = runs.read_metrics(self.run_id, self.offset, self.runs_dir)
+        if new:
+            self.rows.extend(new)
+            self.version += 1
+
+    def refresh(self) -> int:
+        """Read the lines added since the last call; returns the version."""
+        with self.lock:
+            self._read()
+            return self.version
 
     def snapshot(self) -> tuple[pd.DataFrame, pd.DataFrame, lab_charts.Prepared, lab_charts.Prepared]:
         """(steps, epochs, loss chart, accuracy chart), reading only the lines added since the last call."""
+        return self.versioned()[1:]
+
+    def versioned(self) -> tuple[int, pd.DataFrame, pd.DataFrame, lab_charts.Prepared, lab_charts.Prepared]:
+        """``snapshot()`` with the version it shows."""
         with self.lock:
-            path = runs.run_path(self.run_id, self.runs_dir) / "metrics.jsonl"
-            if path.exists() and path.stat().st_size < self.offset:  # the file was replaced: start over
-                self.offset, self.rows, self.built = 0, [], None
-            new, self.offset = runs.read_metrics(self.run_id, self.offset, self.runs_dir)
-            if new or self.built is None:
-                self.rows.extend(new)
+            self._read()
+            if self.built_version != self.version:
                 # frames_from_events drops the steps a resume trained again.
                 steps, epochs = runs.frames_from_events(self.rows)
                 self.built = (
                     steps, epochs, lab_charts.prepare(loss_chart(steps, epochs)), lab_charts.prepare(accuracy_chart(epochs))
                 )
-            return self.built
+                self.built_version = self.version
+            return (self.built_version, *self.built)
 
 
-@st.cache_resource(max_entries=32)
-def _run_metrics(run_id: str, runs_dir: str) -> RunMetrics:
-    return RunMetrics(run_id, runs_dir)
+_METRICS: dict[tuple[str, str], RunMetrics] = {}
+_METRICS_LOCK = threading.Lock()
+_METRICS_KEPT = 32
 
 
 def run_metrics(run_id: str) -> RunMetrics:
-    return _run_metrics(run_id, str(paths.runs_root()))
+    """The shared RunMetrics of ``run_id`` in this server's run store; the 32 most
+    recently asked for are kept. Read by script runs and by lab_server.LiveApi's
+    polls alike, so a plain registry rather than st.cache_resource."""
+    key = (run_id, str(paths.runs_root()))
+    with _METRICS_LOCK:
+        metrics = _METRICS.pop(key, None) or RunMetrics(*key)
+        _METRICS[key] = metrics  # newest last
+        while len(_METRICS) > _METRICS_KEPT:
+            del _METRICS[next(iter(_METRICS))]
+        return metrics
+
+
+def forget_run_metrics(run_id: str) -> None:
+    """Drop ``run_id``'s RunMetrics (the run was deleted; a new run may take its id)."""
+    with _METRICS_LOCK:
+        _METRICS.pop((run_id, str(paths.runs_root())), None)
 
 
 # The theme's categorical colours (.streamlit/config.toml), large type for a projector.
@@ -964,9 +1000,46 @@ def _watching(run_id: str) -> int:
     return run_metrics(run_id).audience.seen(_session_key())
 
 
+def _live(run_id: str, polling: bool, scale: int, version: int) -> lab_charts.Live:
+    return lab_charts.Live(
+        run_id=run_id, viewer=_session_key(), version=version, active=polling, scale=scale,
+        every_s=lab_pacing.POLL_EVERY_S * scale, charts_every_s=lab_pacing.CHARTS_EVERY_S * scale,
+    )
+
+
+def live_payload(run_id: str, viewer: str, since: int | None) -> bytes:
+    """What a page polling ``run_id`` is answered (lab_server.LiveApi), as JSON: the
+    state, the progress line, the audience's pace, and the charts when the page's
+    are older than ``since`` says (or the run has ended: the last figures)."""
+    import json
+
+    status = runs.status(run_id)
+    state = status.get("state", "?")
+    metrics = run_metrics(run_id)
+    viewers = metrics.audience.seen(viewer)
+    fraction, text = _progress(status)
+    active = state in ACTIVE_STATES
+    answer = {
+        "state": state, "active": active, "fraction": fraction, "text": text or state,
+        "step": int(status.get("step") or 0), "scale": lab_pacing.refresh_scale(viewers),
+    }
+    version = metrics.refresh()
+    if (since is not None and since < version) or not active:
+        version, _, _, loss, accuracy = metrics.versioned()
+        answer["version"] = version
+        # the figures are serialised once per version, for every viewer: spliced in, not parsed again
+        return (json.dumps(answer)[:-1] + f', "charts": {{"loss": {loss.json}, "accuracy": {accuracy.json}}}}}').encode()
+    return json.dumps(answer).encode()
+
+
+def _state_changed() -> None:
+    """The page's poll saw the run's state or pace change: the fragment reruns (a trigger's own rerun)."""
+
+
 def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
-    """Status, progress and controls of one run; polled while it trains, ``scale``
-    times slower than the base rate (lab_pacing: the more viewers, the slower)."""
+    """Status, progress and controls of one run. While it trains, the progress line
+    polls the server every second (lab_pacing: ``scale`` times slower with a large
+    audience) and reruns this fragment when the run's state or pace changes."""
     try:
         status = runs.status(run_id)
     except Exception as exc:
@@ -981,7 +1054,11 @@ def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
     head, controls = st.columns([5, 2])  # wide enough for "See its predictions" at 1280 pixels
     with head:
         st.markdown(f"#### {icon} Run `{run_id}` is **{state}**")
-        st.progress(fraction, text=text or state)
+        lab_charts.progress(
+            fraction, text or state, step=int(status.get("step") or 0), state=state,
+            live=_live(run_id, polling, scale, run_metrics(run_id).refresh()), key=f"progress:{run_id}",
+            on_change=_state_changed,
+        )
     with controls:
         if state in ACTIVE_STATES:
             if st.button("Stop", icon=":material/stop:", key=f"stop:{run_id}", width="stretch", help="Stops after the current step and saves a checkpoint."):
@@ -1004,8 +1081,8 @@ def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
             st.page_link(PREDICTIONS, label="See its predictions", icon=":material/image_search:")
     if scale > 1:
         st.caption(
-            f":material/groups: {viewers} pages are watching this run, so each refreshes every "
-            f"{lab_pacing.STATUS_EVERY_S * scale:g} s (the charts every {lab_pacing.CHARTS_EVERY_S * scale:g} s) "
+            f":material/groups: {viewers} pages are watching this run, so each refreshes its progress every "
+            f"{lab_pacing.POLL_EVERY_S * scale:g} s and its charts every {lab_pacing.CHARTS_EVERY_S * scale:g} s "
             "to leave the CPU to training."
         )
     if state == "failed":
@@ -1020,21 +1097,23 @@ def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
         )
 
 
-def live_charts(run_id: str, active: bool) -> None:
-    """Loss and accuracy charts and the log of one run, from the new metric lines only."""
+def live_charts(run_id: str, active: bool, scale: int = 1) -> None:
+    """Loss and accuracy charts and the log of one run. While it trains, the charts
+    are kept up to date by the progress line's poll, from the new metric lines only."""
     try:
-        steps, epochs, loss_fig, accuracy_fig = run_metrics(run_id).snapshot()
+        version, steps, epochs, loss_fig, accuracy_fig = run_metrics(run_id).versioned()
     except Exception as exc:
         error_ui("The run's metrics could not be read.", exc)
         return
-    if steps.empty and epochs.empty:
-        st.info("Waiting for the first training steps…" if active else "This run recorded no metrics.", icon=":material/hourglass_top:")
+    if steps.empty and epochs.empty and not active:
+        st.info("This run recorded no metrics.", icon=":material/hourglass_top:")
     else:
+        live = _live(run_id, active, scale, version)
         a, b = st.columns(2)
         with a:
-            lab_charts.chart(loss_fig, key=f"loss:{run_id}")
+            lab_charts.chart(loss_fig, key=f"loss:{run_id}", live=live, part="loss")
         with b:
-            lab_charts.chart(accuracy_fig, key=f"acc:{run_id}")
+            lab_charts.chart(accuracy_fig, key=f"acc:{run_id}", live=live, part="accuracy")
     # Drawn only while open: st.code brings the browser a 1.5 MB syntax highlighter
     # to parse, and the tail would travel with every chart refresh.
     log = st.expander("Log (last 40 lines)", key=f"log:{run_id}", on_change="rerun")
@@ -1056,8 +1135,9 @@ def watch_ui(frame: pd.DataFrame) -> None:
     run_id = pick_run_ui(ids, frame)
     polling = dict(zip(frame["id"], frame["state"])).get(run_id) in ACTIVE_STATES
     scale = lab_pacing.refresh_scale(_watching(run_id)) if polling else 1
-    st.fragment(live_view, run_every=lab_pacing.STATUS_EVERY_S * scale if polling else None)(run_id, polling, scale)
-    st.fragment(live_charts, run_every=lab_pacing.CHARTS_EVERY_S * scale if polling else None)(run_id, polling)
+    st.fragment(live_view, run_every=lab_pacing.RERUN_EVERY_S if polling else None)(run_id, polling, scale)
+    # No timer of its own: the charts follow the poll, and a change of state reruns the whole page.
+    st.fragment(live_charts)(run_id, polling, scale)
 
 
 # --------------------------------------------------------------------------
@@ -1453,7 +1533,7 @@ def _delete(run_id: str) -> None:
     except Exception as exc:
         st.session_state["_delete_error"] = f"Run {run_id} could not be deleted: {exc}"
     else:
-        _run_metrics.clear(run_id, str(paths.runs_root()))
+        forget_run_metrics(run_id)
         st.session_state["_deleted"] = run_id
     st.session_state.pop("confirm_delete", None)
 

@@ -149,7 +149,7 @@ def test_charts_below_the_first_screen_draw_when_seen(server, page):
     when they scroll into view, or once the page has been idle, never not at all.
     (Runs after the journey, which left a finished run.)"""
     expect = playwright_api.expect
-    charts = "[data-testid=stBidiComponentRegular]"
+    charts = '.stElementContainer[class*="st-key-chart-"]'  # lab_charts.KEY_PREFIX: the charts, not the progress line
     for scroll in (True, False):
         context = page.context.browser.new_context(viewport={"width": 1280, "height": 800})
         try:

@@ -160,7 +160,7 @@ def stop_run(run_id: str, runs_dir: Path) -> None:
 WATCH = """() => {
     window.__seen = new Set();
     window.__watch = setInterval(() => {
-        const bar = document.querySelector('[data-testid=stProgress]');
+        const bar = document.querySelector('.lab-progress');
         if (bar) window.__seen.add(bar.innerText);
     }, 500);
 }"""
@@ -185,7 +185,7 @@ def open_viewers(browser, url: str, run_id: str, count: int) -> list:
     for i, pg in enumerate(pages):
         try:
             expect(pg.get_by_text(f"{run_id} is running")).to_be_visible(timeout=PAGE_MS)
-            expect(pg.locator("[data-testid=stProgress]")).to_contain_text("step", timeout=PAGE_MS)
+            expect(pg.locator(".lab-progress")).to_contain_text("step", timeout=PAGE_MS)
         except AssertionError as exc:  # keep what the page showed
             ARTIFACTS.mkdir(exist_ok=True)
             pg.screenshot(path=str(ARTIFACTS / f"load-viewer-{i}.png"))

@@ -45,10 +45,15 @@ def no_errors(at: AppTest) -> None:
 def charts(at: AppTest) -> list[dict]:
     """The plotly figures on the page, Streamlit's and lab_charts' alike."""
     figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    for c in at.get("bidi_component"):
-        if c.proto.component_name == "alexnet_lab.chart":
-            figures.append(json.loads(json.loads(c.proto.json)["figure"]))
+    for data in lab_components(at, "chart"):
+        figures.append(json.loads(data["figure"]))
     return figures
+
+
+def lab_components(at: AppTest, kind: str) -> list[dict]:
+    """The data sent to lab_charts' component of ``kind`` ("chart" or "progress")."""
+    sent = [json.loads(c.proto.json) for c in at.get("bidi_component") if c.proto.component_name == "alexnet_lab.chart"]
+    return [data for data in sent if data["kind"] == kind]
 
 
 def chart_titles(at: AppTest) -> list[str]:
@@ -153,6 +158,12 @@ def test_train_launches_a_run_that_finishes(ui_lab):
     assert "test accuracy" in texts(at)
     assert chart_titles(at) == ["Loss", "Accuracy per epoch"]
     assert runs.read_config(run_id).epochs == 1
+    # the progress line: full, not polling, and where it would poll
+    [line] = lab_components(at, "progress")
+    assert (line["fraction"], line["state"]) == (1.0, "finished")
+    assert line["text"].startswith("epoch 1 of 1 · step ")
+    assert line["live"]["url"] == f"/_lab/live/{run_id}" and line["live"]["active"] is False
+    assert {c["live"]["part"] for c in lab_components(at, "chart")} == {"loss", "accuracy"}
     # the run this session launched stays on top once it ends; the form folds away below it
     assert "Start another run" in [e.label for e in at.expander]
     assert "Start another run" not in [e.label for e in open_page("train").expander]  # a new visitor: the form first
@@ -172,6 +183,39 @@ def test_launch_twice_quickly_makes_one_run(ui_lab, finished_run):
 
 
 # ---------------------------------------------------------------- a finished run
+
+
+def test_live_payload_of_a_finished_run(ui_lab, finished_run, monkeypatch):
+    """What a watching page's poll is answered (lab_server.LiveApi -> lab_ui.live_payload)."""
+    import lab_pacing
+    import lab_ui
+
+    answer = json.loads(lab_ui.live_payload(finished_run, "viewer-1", None))
+    assert (answer["state"], answer["active"], answer["fraction"]) == ("finished", False, 1.0)
+    assert answer["text"].startswith("epoch 1 of 1 · step ")
+    # an ended run's answer always carries its last charts, whatever the page has
+    assert answer["version"] >= 1
+    loss, accuracy = answer["charts"]["loss"], answer["charts"]["accuracy"]
+    assert loss["layout"]["title"]["text"] == "Loss" and accuracy["layout"]["title"]["text"] == "Accuracy per epoch"
+    assert {t["name"] for t in accuracy["data"]} == {"training", "validation", "test"}
+    # the figures are the ones a rerun sends, spliced in unchanged
+    _, _, _, loss_sent, _ = lab_ui.run_metrics(finished_run).versioned()
+    assert loss == json.loads(loss_sent.json)
+    # each poll counts its viewer: past FREE_VIEWERS the pace slows for all
+    for i in range(2, lab_pacing.FREE_VIEWERS + 2):
+        answer = json.loads(lab_ui.live_payload(finished_run, f"viewer-{i}", 0))
+    assert answer["scale"] == lab_pacing.refresh_scale(lab_pacing.FREE_VIEWERS + 1) == 2
+    with pytest.raises(runs.RunError):
+        lab_ui.live_payload("no-such-run", "viewer-1", None)
+    # while it runs, the charts come only when asked for and newer than the page's
+    real = runs.status(finished_run)
+    monkeypatch.setattr(lab_ui.runs, "status", lambda run_id: dict(real, state="running"))
+    version = lab_ui.run_metrics(finished_run).version
+    assert "charts" not in json.loads(lab_ui.live_payload(finished_run, "viewer-1", None))
+    assert "charts" not in json.loads(lab_ui.live_payload(finished_run, "viewer-1", version))
+    answer = json.loads(lab_ui.live_payload(finished_run, "viewer-1", version - 1))
+    assert answer["active"] is True and answer["version"] == version and "loss" in answer["charts"]
+
 
 
 def test_predictions_grid_and_filters(ui_lab, finished_run):

@@ -1,5 +1,6 @@
 """lab_server: TCP_NODELAY on the dashboard's connections, the start-up heap frozen,
-and a page's address answered with the app's base URL (see lab_server.py for why)."""
+a page's address answered with the app's base URL, and a watching page's poll
+answered (see lab_server.py for why)."""
 
 from __future__ import annotations
 
@@ -111,3 +112,72 @@ def test_under_a_base_path_only_its_pages_are_answered():
     assert ask(page, "/lab/runs")[0] == "page"
     assert ask(page, "/runs")[0] == "streamlit"
     assert ask(page, "/lab")[0] == "streamlit"  # the base itself is Home
+
+
+def poll(api: lab_server.LiveApi, path: str, query: bytes = b"", method: str = "GET"):
+    """(who answered, status, body, content type) for a request to ``api``."""
+    sent, passed = [], []
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        passed.append(scope)
+
+    api.app = app
+    scope = {"type": "http", "method": method, "path": path, "query_string": query, "headers": []}
+    asyncio.run(api(scope, None, send))
+    if passed:
+        return "streamlit", None, b"", None
+    return "live", sent[0]["status"], sent[1]["body"], dict(sent[0]["headers"])[b"content-type"]
+
+
+def test_a_poll_is_answered_by_the_provider_with_its_viewer_and_version():
+    asked = []
+
+    def provider(run_id, viewer, since):
+        asked.append((run_id, viewer, since))
+        return b'{"state": "running"}'
+
+    api = lab_server.LiveApi(None, base_path="", provider=provider)
+    assert poll(api, "/_lab/live/run-1", b"viewer=abc&since=7") == ("live", 200, b'{"state": "running"}', b"application/json")
+    assert poll(api, "/_lab/live/run-1", b"viewer=abc")[1] == 200
+    assert poll(api, "/_lab/live/run-1", b"since=x")[1] == 200  # a bad version: charts not asked for
+    assert asked == [("run-1", "abc", 7), ("run-1", "abc", None), ("run-1", "anonymous", None)]
+
+
+def test_a_poll_for_a_missing_run_is_a_404_and_a_failure_a_500():
+    def missing(run_id, viewer, since):
+        raise LookupError(f"No run {run_id!r}")
+
+    def broken(run_id, viewer, since):
+        raise RuntimeError("disk on fire")
+
+    who, status, body, _ = poll(lab_server.LiveApi(None, base_path="", provider=missing), "/_lab/live/gone")
+    assert (who, status) == ("live", 404) and b"No run 'gone'" in body
+    assert poll(lab_server.LiveApi(None, base_path="", provider=broken), "/_lab/live/x")[1] == 500
+
+
+@pytest.mark.parametrize("path, method", [
+    ("/_lab/live/run-1", "POST"),
+    ("/_lab/live/", "GET"),
+    ("/_lab/live/a/b", "GET"),
+    ("/train", "GET"),
+    ("/lab/_lab/live/run-1", "GET"),  # another base path
+])
+def test_other_requests_go_to_streamlit(path, method):
+    api = lab_server.LiveApi(None, base_path="", provider=lambda *a: b"{}")
+    assert poll(api, path, method=method)[0] == "streamlit"
+
+
+def test_under_a_base_path_the_poll_is_answered_there():
+    api = lab_server.LiveApi(None, base_path="lab", provider=lambda *a: b"{}")
+    assert poll(api, "/lab/_lab/live/run-1")[0] == "live"
+    assert poll(api, "/_lab/live/run-1")[0] == "streamlit"
+
+
+def test_the_real_provider_says_404_for_an_unknown_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXNET_LAB_RUNS", str(tmp_path))
+    api = lab_server.LiveApi(None, base_path="")
+    assert poll(api, "/_lab/live/no-such-run")[1] == 404
+    assert poll(api, "/_lab/live/..")[1] == 404  # an id that is not a run's
