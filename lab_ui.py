@@ -1235,7 +1235,8 @@ def _tile_text(row, classes: list[str], ok: bool) -> str:
         f"<div style='line-height:1.3;font-size:0.95rem;margin-top:-0.6rem'>"
         f"<b style='color:{colour}'>{mark}</b> predicted <b style='color:{colour}'>{html.escape(classes[int(row.pred)])}</b> ({row.p_pred:.0%})<br>"
         f"true: <b>{html.escape(classes[int(row.label)])}</b> ({row.p_true:.0%})<br>"
-        f"loss {row.loss:.2f} · #{int(row.index)}</div>"
+        # a near-certain right answer's loss can be -0.0 or -1e-7 in float32: not "-0.00"
+        f"loss {max(0.0, float(row.loss)):.2f} · #{int(row.index)}</div>"
     )
 
 

@@ -185,6 +185,17 @@ def test_launch_twice_quickly_makes_one_run(ui_lab, finished_run):
 # ---------------------------------------------------------------- a finished run
 
 
+def test_a_tile_never_shows_a_negative_loss():
+    from types import SimpleNamespace
+
+    import lab_ui
+
+    for loss in (-1.2e-7, -0.0):
+        row = SimpleNamespace(pred=3, label=3, p_pred=1.0, p_true=1.0, loss=loss, index=3)
+        text = lab_ui._tile_text(row, [str(i) for i in range(10)], ok=True)
+        assert "loss 0.00 · #3" in text and "-0.00" not in text, loss
+
+
 def test_live_payload_of_a_finished_run(ui_lab, finished_run, monkeypatch):
     """What a watching page's poll is answered (lab_server.LiveApi -> lab_ui.live_payload)."""
     import lab_pacing
