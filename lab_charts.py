@@ -40,6 +40,8 @@ from pathlib import Path
 
 import streamlit as st
 
+import lab_server
+
 STATIC = Path(__file__).resolve().parent / "static"
 PLOTLY_JS = "plotly-basic-4.1.1.min.js"
 BASIC_TRACES = {"scatter", "bar", "pie"}  # what the basic bundle can draw
@@ -261,9 +263,6 @@ def _src() -> str:
     return _base() + "/app/static/" + PLOTLY_JS
 
 
-LIVE_PATH = "_lab/live/"  # lab_server.LiveApi answers here, under the base path
-
-
 @dataclass(frozen=True)
 class Live:
     """Where and how often a page polls a run (lab_server.LiveApi), and what it has."""
@@ -278,21 +277,25 @@ class Live:
 
     def data(self, part: str | None = None) -> dict:
         return {
-            "url": _base() + "/" + LIVE_PATH + self.run_id, "viewer": self.viewer, "version": self.version,
+            "url": _base() + "/" + lab_server.LIVE_PATH + self.run_id, "viewer": self.viewer, "version": self.version,
             "active": self.active, "scale": self.scale, "every_ms": round(1000 * self.every_s),
             "charts_every_ms": round(1000 * self.charts_every_s), "part": part,
         }
 
 
-def progress(fraction: float, text: str, *, step: int, state: str, live: Live, key: str, on_change=None) -> None:
+def _changed() -> None:
+    """Nothing to do: the trigger's own rerun is the point."""
+
+
+def progress(fraction: float, text: str, *, step: int, state: str, live: Live, key: str) -> None:
     """A progress line like st.progress's, which the page keeps up to date by polling
-    while ``live.active``; ``on_change`` runs when the poll sees the run's state or its
-    audience's pace change (inside a fragment, the fragment reruns)."""
+    while ``live.active``. When the poll sees the run's state or its audience's pace
+    change, the script reruns (inside a fragment, the fragment)."""
     _component(
         key=key,
         data={"kind": "progress", "fraction": min(max(float(fraction), 0.0), 1.0), "text": text, "step": int(step),
               "state": state, "live": live.data()},
-        on_changed_change=on_change or (lambda: None),
+        on_changed_change=_changed,
     )
 
 

@@ -58,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import re
@@ -106,15 +107,13 @@ _PAGE_SEGMENT = re.compile(r"[^/.]+")
 _HOST_CONFIG = '<script>window.__streamlit = {BACKEND_BASE_URL: new URL(".", window.location.href).href};</script>'
 
 
-class PageHtml:
-    """ASGI middleware: a browser asking for a page's address (``/train``) gets
-    Streamlit's index.html with the app's base URL set, so the frontend connects
-    at the first attempt (point 3 above). Every other request goes to Streamlit."""
+class _UnderBase:
+    """What PageHtml and LiveApi share: the part of a GET's path under the app's
+    base path, and a whole response in one go."""
 
     def __init__(self, app, base_path: str | None = None):
         self.app = app
         self._base_path = base_path  # None: read server.baseUrlPath on the first request
-        self._html: bytes | None = None
 
     def base_path(self) -> str:
         if self._base_path is None:
@@ -122,6 +121,37 @@ class PageHtml:
 
             self._base_path = (config.get_option("server.baseUrlPath") or "").strip("/")
         return self._base_path
+
+    def under_base(self, scope) -> str | None:
+        """The path of a GET below the base path ("train" for "/lab/train"), else None."""
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return None
+        prefix = "/" + self.base_path() + "/" if self.base_path() else "/"
+        path = scope.get("path", "")
+        return path[len(prefix) :] if path.startswith(prefix) else None
+
+    @staticmethod
+    async def respond(send, status: int, body: bytes, content_type: bytes, cache: bytes) -> None:
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", cache),
+            ],
+        })
+        await send({"type": "http.response.body", "body": body})
+
+
+class PageHtml(_UnderBase):
+    """ASGI middleware: a browser asking for a page's address (``/train``) gets
+    Streamlit's index.html with the app's base URL set, so the frontend connects
+    at the first attempt (point 3 above). Every other request goes to Streamlit."""
+
+    def __init__(self, app, base_path: str | None = None):
+        super().__init__(app, base_path)
+        self._html: bytes | None = None
 
     def html(self) -> bytes:
         if self._html is None:
@@ -134,36 +164,20 @@ class PageHtml:
         return self._html
 
     def is_page(self, scope) -> bool:
-        if scope["type"] != "http" or scope["method"] != "GET":
+        page = self.under_base(scope)  # "/train/" leaves "train/": Streamlit redirects it
+        if page is None or b"text/html" not in dict(scope.get("headers") or ()).get(b"accept", b""):
             return False
-        accept = dict(scope.get("headers") or ()).get(b"accept", b"")
-        if b"text/html" not in accept:
-            return False
-        prefix = "/" + self.base_path() + "/" if self.base_path() else "/"
-        path = scope.get("path", "")
-        if not path.startswith(prefix):
-            return False
-        page = path[len(prefix) :]  # "/train/" has a slash left: Streamlit redirects it
         return bool(_PAGE_SEGMENT.fullmatch(page)) and not page.startswith("_stcore")
 
     async def __call__(self, scope, receive, send):
         if not self.is_page(scope):
             await self.app(scope, receive, send)
             return
-        body = self.html()
-        await send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"text/html; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-cache"),
-            ],
-        })
-        await send({"type": "http.response.body", "body": body})
+        await self.respond(send, 200, self.html(), b"text/html; charset=utf-8", b"no-cache")
 
 
-_LIVE = re.compile(r"_lab/live/([^/]+)")
+LIVE_PATH = "_lab/live/"  # under the base path; lab_charts builds the page's poll address from it
+_LIVE = re.compile(re.escape(LIVE_PATH) + r"([^/]+)")
 log = logging.getLogger("alexnet_lab")
 
 
@@ -177,26 +191,18 @@ def _live_payload(run_id: str, viewer: str, since: int | None) -> bytes:
         raise LookupError(str(exc)) from exc
 
 
-class LiveApi:
+class LiveApi(_UnderBase):
     """ASGI middleware: ``GET <base>/_lab/live/<run>?viewer=..&since=..`` answers a
     watching page's poll with ``provider(run, viewer, since)`` (point 4 above), run
     in a worker thread; 404 where it raises LookupError (no such run). Every other request goes on."""
 
     def __init__(self, app, base_path: str | None = None, provider=_live_payload):
-        self.app = app
-        self._base_path = base_path
+        super().__init__(app, base_path)
         self.provider = provider
 
     def run_id(self, scope) -> str | None:
-        if scope["type"] != "http" or scope["method"] != "GET":
-            return None
-        if self._base_path is None:
-            from streamlit import config
-
-            self._base_path = (config.get_option("server.baseUrlPath") or "").strip("/")
-        prefix = "/" + self._base_path + "/" if self._base_path else "/"
-        path = scope.get("path", "")
-        found = _LIVE.fullmatch(path[len(prefix) :]) if path.startswith(prefix) else None
+        path = self.under_base(scope)
+        found = _LIVE.fullmatch(path) if path is not None else None
         return found.group(1) if found else None
 
     async def __call__(self, scope, receive, send):
@@ -218,19 +224,8 @@ class LiveApi:
         except Exception as exc:  # the page keeps polling; the teacher's terminal says why
             log.exception("AlexNet Lab: the live view of %s failed", run_id)
             status, body = 500, _json_error(exc)
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        })
-        await send({"type": "http.response.body", "body": body})
+        await self.respond(send, status, body, b"application/json", b"no-store")
 
 
 def _json_error(exc: BaseException) -> bytes:
-    import json
-
     return json.dumps({"error": str(exc) or type(exc).__name__}).encode()

@@ -7,6 +7,7 @@ Pages stay thin: they read widgets, call one or two functions here or in
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -1010,9 +1011,8 @@ def _live(run_id: str, polling: bool, scale: int, version: int) -> lab_charts.Li
 def live_payload(run_id: str, viewer: str, since: int | None) -> bytes:
     """What a page polling ``run_id`` is answered (lab_server.LiveApi), as JSON: the
     state, the progress line, the audience's pace, and the charts when the page's
-    are older than ``since`` says (or the run has ended: the last figures)."""
-    import json
-
+    are older than ``since`` says (or the run has ended: the last figures). A poll
+    that asks for no charts reads no metric lines: only status.json."""
     status = runs.status(run_id)
     state = status.get("state", "?")
     metrics = run_metrics(run_id)
@@ -1023,17 +1023,13 @@ def live_payload(run_id: str, viewer: str, since: int | None) -> bytes:
         "state": state, "active": active, "fraction": fraction, "text": text or state,
         "step": int(status.get("step") or 0), "scale": lab_pacing.refresh_scale(viewers),
     }
-    version = metrics.refresh()
-    if (since is not None and since < version) or not active:
+    if since is not None or not active:
         version, _, _, loss, accuracy = metrics.versioned()
-        answer["version"] = version
-        # the figures are serialised once per version, for every viewer: spliced in, not parsed again
-        return (json.dumps(answer)[:-1] + f', "charts": {{"loss": {loss.json}, "accuracy": {accuracy.json}}}}}').encode()
+        if not active or since < version:
+            answer["version"] = version
+            # the figures are serialised once per version, for every viewer: spliced in, not parsed again
+            return (json.dumps(answer)[:-1] + f', "charts": {{"loss": {loss.json}, "accuracy": {accuracy.json}}}}}').encode()
     return json.dumps(answer).encode()
-
-
-def _state_changed() -> None:
-    """The page's poll saw the run's state or pace change: the fragment reruns (a trigger's own rerun)."""
 
 
 def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
@@ -1057,7 +1053,6 @@ def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
         lab_charts.progress(
             fraction, text or state, step=int(status.get("step") or 0), state=state,
             live=_live(run_id, polling, scale, run_metrics(run_id).refresh()), key=f"progress:{run_id}",
-            on_change=_state_changed,
         )
     with controls:
         if state in ACTIVE_STATES:
