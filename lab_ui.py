@@ -7,6 +7,7 @@ Pages stay thin: they read widgets, call one or two functions here or in
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
@@ -300,8 +301,19 @@ def shape_trace(variant: str, in_channels: int, num_classes: int, input_size: in
 
 
 @st.cache_data(show_spinner="Comparing every variant…")
-def compare_variants(in_channels: int, num_classes: int) -> pd.DataFrame:
+def _compare_variants(in_channels: int, num_classes: int) -> pd.DataFrame:
     return anatomy.compare_variants(in_channels, num_classes)
+
+
+def compare_variants(in_channels: int, num_classes: int) -> pd.DataFrame:
+    """Every variant at its native input, with the training speed this machine's
+    runs measured where one has trained it (``runs.training_speeds``)."""
+    frame = _compare_variants(in_channels, num_classes)
+    try:
+        speeds = runs.training_speeds()
+    except Exception:  # an unreadable run store (the Runs page explains it): the comparison still stands
+        return frame
+    return frame.merge(speeds[["variant", "images_per_s", "input_size", "device"]], on="variant", how="left")
 
 
 # --------------------------------------------------------------------------
@@ -364,6 +376,52 @@ def run_dir_exists(run_id: str) -> bool:
 # Model page
 
 
+# A page's tables as plain HTML in one element. st.table draws every cell as its own
+# Markdown element: the paper net's 22-row layer table was 180 of them, and the
+# Model page's first visit spent about 0.3 s of the browser's main thread on them
+# (bench/README.md, "Session 8").
+_TABLE_CSS = """<style>
+.lab-table-box { overflow-x: auto; margin: 0 0 0.5rem 0; }
+.lab-table { border-collapse: collapse; width: 100%; font-size: 0.875rem; line-height: 1.45; }
+.lab-table th { font-weight: 700; text-align: left; border-bottom: 2px solid var(--st-border-color, #8a94a6); }
+.lab-table th, .lab-table td { padding: 0.3rem 0.6rem; vertical-align: top; }
+.lab-table.nowrap th, .lab-table.nowrap td, .lab-table .num { white-space: nowrap; }
+.lab-table td { border-bottom: 1px solid var(--st-border-color-light, #d5dae3); }
+.lab-table .num { text-align: right; font-variant-numeric: tabular-nums; }
+.lab-table tr.marked td { background: #ffd7cc; color: #7a1f00; font-weight: 700; }
+</style>"""
+
+
+def table_html(frame: pd.DataFrame, right: tuple[str, ...] = (), marked: set[int] = frozenset(), wrap: bool = False) -> str:
+    """A frame as an HTML table (no index), every cell shown as its escaped text (a
+    missing one empty), the ``right`` columns aligned right, the rows at the
+    ``marked`` positions highlighted. Unless ``wrap``, a row is one line and a wide
+    table scrolls sideways."""
+
+    def cell(tag: str, column, value) -> str:
+        text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else html.escape(str(value))
+        return f'<{tag} class="num">{text}</{tag}>' if column in right else f"<{tag}>{text}</{tag}>"
+
+    head = "".join(cell("th", c, c) for c in frame.columns)
+    rows = "".join(
+        ('<tr class="marked">' if i in marked else "<tr>") + "".join(cell("td", c, v) for c, v in zip(frame.columns, r)) + "</tr>"
+        for i, r in enumerate(frame.itertuples(index=False))
+    )
+    return (f'{_TABLE_CSS}<div class="lab-table-box"><table class="lab-table{"" if wrap else " nowrap"}">'
+            f"<thead><tr>{head}</tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>")
+
+
+def table_ui(frame: pd.DataFrame, right: tuple[str, ...] = (), marked: set[int] = frozenset(), wrap: bool = False) -> None:
+    """Draw ``table_html(...)``: a compact table in one element."""
+    st.html(table_html(frame, right, marked, wrap))
+
+
+# Columns of the Model page's tables that hold numbers.
+NUMBER_COLUMNS = ("parameters", "mult-adds", "kernel", "stride", "padding", "channels", "native input", "min input",
+                  "images/s here")
+
+
 def format_layer_table(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     out["output_shape"] = out["output_shape"].map(lambda s: " x ".join(map(str, s)) if isinstance(s, (tuple, list)) else str(s))
@@ -399,14 +457,9 @@ def format_trace(trace: pd.DataFrame, short: bool = False) -> pd.DataFrame:
     return out[[c for c in cols if c in out.columns]]
 
 
-def style_inexact(frame: pd.DataFrame):
-    """Colour the rows whose division is not exact."""
-
-    def colour(row):
-        bad = str(row.get("exact", "")).startswith("✘")
-        return ["background-color: #ffd7cc; color: #7a1f00; font-weight: 700" if bad else "" for _ in row]
-
-    return frame.style.apply(colour, axis=1)
+def inexact_rows(trace: pd.DataFrame) -> set[int]:
+    """Positions of a formatted trace's rows whose division is not exact."""
+    return {i for i, mark in enumerate(trace.get("exact", [])) if str(mark).startswith("✘")}
 
 
 @st.cache_data(show_spinner=False)
@@ -429,18 +482,37 @@ def format_compare(frame: pd.DataFrame) -> pd.DataFrame:
         out["params"] = out["params"].map(lambda n: f"{int(n):,}")
     if "mult_adds" in out:
         out["mult_adds"] = out["mult_adds"].map(human_count)
-    for col in ("images_per_s", "train_images_per_s", "measured_images_per_s"):
-        if col in out:
-            out[col] = out[col].map(lambda v: "–" if v is None or pd.isna(v) else f"{float(v):,.0f}")
-    return out.rename(
+    if "images_per_s" in out:
+        out["images_per_s"] = [
+            _speed(rate, size, native, device)
+            for rate, size, native, device in zip(out["images_per_s"], out["input_size"], out["native_input"], out["device"])
+        ]
+        out = out.drop(columns=["input_size", "device"])
+    out = out.rename(
         columns={
             "native_input": "native input",
             "min_input": "min input",
             "params": "parameters",
             "mult_adds": "mult-adds",
             "conv_layers": "convs",
+            "images_per_s": "images/s here",
         }
     )
+    # the figures first, the words last: at 1280 pixels the long source names scroll
+    words = [c for c in ("title", "source") if c in out]
+    return out[[c for c in out.columns if c not in words] + words]
+
+
+def _speed(rate, size, native, device) -> str:
+    """'1,290', or '1,290 at 12 px' for a run at another size, '(cuda)' off the CPU."""
+    if rate is None or pd.isna(rate):
+        return "–"
+    text = f"{float(rate):,.0f}"
+    if not pd.isna(size) and int(size) != int(native):
+        text += f" at {int(size)} px"
+    if isinstance(device, str) and device != "cpu":
+        text += f" ({device})"
+    return text
 
 
 def runs_with_weights(variant: str | None = None, dataset: str | None = None) -> list[str]:

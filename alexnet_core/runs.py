@@ -610,6 +610,42 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
+def training_speeds(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
+    """What this machine's runs measured: per variant, the training speed of its
+    newest run that has trained (the recent-window images/s its status.json
+    last recorded), a run at the variant's native input size preferred.
+
+    Columns: variant, images_per_s, input_size, batch_size, device, run. A
+    variant that no run has trained has no row."""
+    import pandas as pd
+
+    from . import variants
+
+    recorded_runs = []
+    for run_dir in _run_dirs(paths.runs_root(runs_dir)):
+        config = read_json(run_dir / "config.json", default=None)
+        recorded = read_json(run_dir / "status.json", default=None)
+        if isinstance(config, dict) and isinstance(recorded, dict):
+            recorded_runs.append((recorded.get("created") or 0, run_dir.name, config, recorded))
+    found: dict[str, dict] = {}
+    for _, name, config, recorded in sorted(recorded_runs, key=lambda r: (r[0], r[1]), reverse=True):  # newest first
+        rate = recorded.get("images_per_s")
+        try:
+            native = variants.get_spec(config.get("variant")).input_size
+            size = int(config.get("input_size") or native)
+        except (ValueError, TypeError):
+            continue  # a damaged or foreign config
+        if not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+            continue
+        kept = found.get(config["variant"])
+        if kept is None or (kept["input_size"] != native and size == native):
+            found[config["variant"]] = {
+                "variant": config["variant"], "images_per_s": float(rate), "input_size": size,
+                "batch_size": config.get("batch_size"), "device": recorded.get("device"), "run": name,
+            }
+    return pd.DataFrame(list(found.values()), columns=["variant", "images_per_s", "input_size", "batch_size", "device", "run"])
+
+
 def read_config(run_id: str, runs_dir: str | os.PathLike | None = None) -> TrainConfig:
     """The run's ``TrainConfig``. A hand-edited or damaged config.json (an
     unknown variant or dataset, say) raises ``RunError`` naming the file and

@@ -23,7 +23,12 @@ except Exception as exc:
     st.stop()
 
 cols = st.columns(4)
-cols[0].metric("Parameters", f"{totals['params']:,}", help=f"{totals['trainable_params']:,} trainable")
+# "58,322,314" is cut short in a quarter of the page at 1280 pixels: the exact count is in the help.
+cols[0].metric(
+    "Parameters",
+    lab_ui.human_count(totals["params"]),
+    help=f"{totals['params']:,} parameters, {totals['trainable_params']:,} trainable",
+)
 cols[1].metric("Mult-adds per image", lab_ui.human_count(totals["mult_adds"]))
 cols[2].metric("Weights", f"{totals['weights_mb']:.1f} MB", help="float32")
 cols[3].metric("Activations per image", f"{totals['activations_mb_per_image']:.2f} MB", help="every layer's output, float32")
@@ -38,7 +43,7 @@ layers_tab, shapes_tab, q_tab, all_tab, maps_tab = st.tabs(
 
 if layers_tab.open:
     with layers_tab:
-        st.table(lab_ui.format_layer_table(table), hide_index=True)
+        lab_ui.table_ui(lab_ui.format_layer_table(table), right=lab_ui.NUMBER_COLUMNS)
 
 if shapes_tab.open:
     with shapes_tab:
@@ -54,7 +59,8 @@ if shapes_tab.open:
         except Exception as exc:
             lab_ui.error_ui("The shape trace could not be computed for this size.", exc)
         else:
-            st.table(lab_ui.style_inexact(lab_ui.format_trace(trace)), hide_index=True)
+            shown = lab_ui.format_trace(trace)
+            lab_ui.table_ui(shown, right=lab_ui.NUMBER_COLUMNS, marked=lab_ui.inexact_rows(shown), wrap=True)
         exact = lab_ui.exact_sizes(sel.variant, lo, hi)
         if exact:
             st.markdown(
@@ -79,7 +85,8 @@ if q_tab.open:
                 except Exception as exc:
                     lab_ui.error_ui(f"{q_variant} cannot take {size}x{size}.", exc)
                     continue
-                st.table(lab_ui.style_inexact(lab_ui.format_trace(trace, short=True)), hide_index=True)
+                shown = lab_ui.format_trace(trace, short=True)
+                lab_ui.table_ui(shown, marked=lab_ui.inexact_rows(shown), wrap=True)
 
 if all_tab.open:
     with all_tab:
@@ -88,8 +95,12 @@ if all_tab.open:
         except Exception as exc:
             lab_ui.error_ui("The variants could not be compared.", exc)
         else:
-            st.table(lab_ui.format_compare(compared), hide_index=True)
-            st.caption(f"Each at its native input size, 3 channels and {num_classes} classes.")
+            lab_ui.table_ui(lab_ui.format_compare(compared), right=lab_ui.NUMBER_COLUMNS)
+            st.caption(
+                f"Each at its native input size, 3 channels and {num_classes} classes. **images/s here**: the "
+                "training speed of this computer's newest run of the variant (at its native size when one was), "
+                "from the Runs page's store; – where no run has trained it yet."
+            )
 
 if maps_tab.open:
     with maps_tab:

@@ -128,11 +128,36 @@ def test_model_tabs(ui_lab, tab):
     at = open_page("model", variant="paper", size="227", model_view=tab)
     no_errors(at)
     if tab == "Layers":
-        assert "96 x 55 x 55" in at.table[0].value["output (C x H x W)"].tolist()  # conv1 of the paper net at 227
+        assert "<td>96 x 55 x 55</td>" in at.html[0].value  # conv1 of the paper net at 227
     if tab == "224 or 227":
-        assert len(at.table) == 2
+        at224, at227 = (h.value for h in at.html)
+        assert '<tr class="marked">' in at224 and "px dropped" in at224  # 224 rounds pixels away
+        assert '<tr class="marked">' not in at227  # 227 divides exactly
+    if tab == "All variants":
+        assert all(f"<td>{name}</td>" in at.html[0].value for name in variants.list_models())
     if tab == "Feature maps":
         assert len(at.get("image")) >= 1
+
+
+def test_table_html_escapes_cells_and_marks_rows():
+    import pandas as pd
+
+    from lab_ui import table_html
+
+    table = table_html(pd.DataFrame({"layer": ["<b>x</b>", "y"], "params": ["1,024", None]}), right=("params",), marked={1})
+    assert "&lt;b&gt;x&lt;/b&gt;" in table and "<b>x</b>" not in table
+    assert '<th class="num">params</th>' in table and '<td class="num">1,024</td>' in table
+    assert '<tr><td>&lt;b&gt;x&lt;/b&gt;</td>' in table  # row 0 plain
+    assert '<tr class="marked"><td>y</td><td class="num"></td></tr>' in table  # row 1 marked, None empty
+
+
+def test_all_variants_show_the_speed_a_run_measured_here(ui_lab, finished_run):
+    at = open_page("model", model_view="All variants")
+    no_errors(at)
+    rate = runs.status(finished_run)["images_per_s"]
+    size = runs.read_config(finished_run).resolved_input_size
+    assert f'<td class="num">{rate:,.0f} at {size} px</td>' in at.html[0].value  # the quick recipe's mnist, not at 28
+    assert any("images/s here" in c.value for c in at.main.caption)
 
 
 # ---------------------------------------------------------------- training from the page

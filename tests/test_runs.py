@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet_core import runs, training
+from alexnet_core import runs, training, variants
 from alexnet_core.runs import RunError
 from alexnet_core.training import CheckpointError, TrainConfig
 
@@ -251,3 +251,27 @@ def test_frames_drop_the_steps_a_resume_superseded():
     assert list(epochs["epoch"]) == [1, 2] and list(epochs["test_acc"]) == [0.5, 0.7]
     empty_steps, empty_epochs = runs.frames_from_events([])
     assert list(empty_steps.columns) == runs.STEP_COLUMNS and empty_epochs.empty
+
+
+def test_training_speeds_take_each_variants_newest_run_at_its_native_size(runs_dir):
+    def run(created, rate, **changes):
+        run_id = runs.create_run(tiny(**changes), runs_dir)
+        training.update_status(runs.run_path(run_id, runs_dir), created=created, images_per_s=rate, device="cpu")
+        return run_id
+
+    native = variants.get_spec("mnist").input_size
+    run(1.0, 500.0, input_size=native)  # mnist at 28: older, but at the native size
+    newest_small = run(3.0, 1300.0, input_size=12)
+    never_trained = run(4.0, None, input_size=native)  # queued, no rate yet
+    cifar_old = run(1.0, 90.0, variant="cifar", input_size=32)
+    cifar_new = run(2.0, 110.0, variant="cifar", input_size=32)
+    damaged = run(5.0, 999.0, variant="paper", input_size=227)
+    (runs.run_path(damaged, runs_dir) / "config.json").write_text('{"variant": "alexnet9000"}')
+
+    speeds = runs.training_speeds(runs_dir).set_index("variant")
+    assert sorted(speeds.index) == ["cifar", "mnist"]  # no paper: its config names no variant we know
+    assert speeds.loc["mnist", "images_per_s"] == 500.0 and speeds.loc["mnist", "input_size"] == native
+    assert speeds.loc["cifar", "images_per_s"] == 110.0 and speeds.loc["cifar", "run"] == cifar_new
+    assert {newest_small, never_trained, cifar_old}.isdisjoint(speeds["run"])
+    (runs.run_path(speeds.loc["mnist", "run"], runs_dir) / "status.json").unlink()
+    assert runs.training_speeds(runs_dir).set_index("variant").loc["mnist", "run"] == newest_small  # the next best
