@@ -3,8 +3,8 @@
 ``st.plotly_chart`` draws with the full plotly.js that Streamlit bundles: a
 4.7 MB module that Chromium on the 2-core machine spends about 0.9 s of its
 main thread evaluating before the first chart appears, on every first visit
-(bench/README.md, "Session 5"). The Train page's two live charts and the Runs
-page's overlay need only lines, markers and bars: plotly.js's basic bundle
+(bench/README.md, "Session 5"). The Train page's two live charts and the
+upload's top 5 need only lines, markers and bars: plotly.js's basic bundle
 (scatter, bar, pie; 1.2 MB) evaluates in about 0.25 s. ``chart()`` draws a
 plotly figure with it through a Streamlit v2 component: the figure is built in
 Python with ``plotly.graph_objects`` as before, sent as plotly's own JSON, and
@@ -30,10 +30,15 @@ Resume and the final messages follow at once.
 
 The confusion matrix stays on ``st.plotly_chart``: a heatmap is not in the
 basic bundle, and its cell clicks use Streamlit's selection events.
+
+``lines()`` draws a few curves as plain SVG in the page, with the values at the
+nearest x on hover: the Runs page's overlay, in its first screen, where even
+the basic bundle kept a first visit waiting about 0.3 s.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,8 +234,107 @@ function progress(parentElement, data, setTriggerValue) {
   };
 }
 
+// ---- lines(): a few curves as plain SVG, drawn at once (no plotly.js to load)
+
+const SVG = "http://www.w3.org/2000/svg";
+const esc = (text) => String(text).replace(/[&<>"']/g, (c) => "&#" + c.charCodeAt(0) + ";");
+
+function ticksOf(lo, hi, wanted, integer) {
+  // 1, 2, 2.5 or 5 times a power of ten, about ``wanted`` of them
+  const raw = (hi - lo) / wanted;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  let step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw);
+  if (integer) step = Math.max(1, Math.round(step));
+  const ticks = [];
+  for (let t = Math.ceil(lo / step - 1e-9) * step; t <= hi + step * 1e-9; t += step) ticks.push(+t.toFixed(10));
+  return ticks;
+}
+
+function extent(values, pad) {
+  let lo = Math.min(...values), hi = Math.max(...values);
+  if (!(hi > lo)) [lo, hi] = [lo - 1, hi + 1];
+  const margin = (hi - lo) * pad;
+  return [lo - margin, hi + margin];
+}
+
+function drawLines(box) {
+  const data = box.labData;
+  const width = Math.max(box.clientWidth, 240);
+  const height = data.height;
+  const m = { left: 76, right: 24, top: 58, bottom: 62 };
+  const series = data.series.map((s, i) => ({
+    ...s, colour: data.colours[i % data.colours.length],
+    points: s.x.map((x, j) => [x, s.y[j]]).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)),
+  }));
+  const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p[0])))].sort((a, b) => a - b);
+  const ys = series.flatMap((s) => s.points.map((p) => p[1]));
+  const [x0, x1] = data.x_integer && xs.length ? [xs[0] - 0.3, xs[xs.length - 1] + 0.3] : extent(xs.length ? xs : [0], 0.03);
+  const [y0, y1] = data.y_range || extent(ys.length ? ys : [0], 0.06);
+  const X = (v) => m.left + ((v - x0) / (x1 - x0)) * (width - m.left - m.right);
+  const Y = (v) => height - m.bottom - ((v - y0) / (y1 - y0)) * (height - m.top - m.bottom);
+  const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2));
+  const parts = [];
+  for (const t of ticksOf(y0, y1, 5, false)) {
+    parts.push(`<line x1="${m.left}" x2="${width - m.right}" y1="${Y(t)}" y2="${Y(t)}" stroke="#d5dae3"/>`,
+      `<text x="${m.left - 8}" y="${Y(t)}" text-anchor="end" dominant-baseline="middle" font-size="15">${+t.toFixed(6)}</text>`);
+  }
+  for (const t of ticksOf(x0, x1, Math.min(10, Math.max(2, Math.floor((width - m.left) / 70))), data.x_integer)) {
+    parts.push(`<line x1="${X(t)}" x2="${X(t)}" y1="${m.top}" y2="${height - m.bottom}" stroke="#d5dae3"/>`,
+      `<text x="${X(t)}" y="${height - m.bottom + 22}" text-anchor="middle" font-size="15">${+t.toFixed(6)}</text>`);
+  }
+  parts.push(`<text x="${m.left}" y="30" font-size="22" font-weight="700">${esc(data.title)}</text>`,
+    `<text x="${(m.left + width - m.right) / 2}" y="${height - 12}" text-anchor="middle" font-size="17">${esc(data.x_title)}</text>`,
+    `<text transform="translate(20 ${(m.top + height - m.bottom) / 2}) rotate(-90)" text-anchor="middle" font-size="17">${esc(data.y_title)}</text>`);
+  for (const s of series) {
+    const path = s.points.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(" ");
+    parts.push(`<polyline class="lab-line" points="${path}" fill="none" stroke="${s.colour}" stroke-width="3" stroke-linejoin="round"/>`);
+    for (const [x, y] of s.points) parts.push(`<circle cx="${X(x)}" cy="${Y(y)}" r="4.5" fill="${s.colour}"/>`);
+  }
+  parts.push(`<line class="lab-lines-guide" y1="${m.top}" y2="${height - m.bottom}" stroke="#5c6370" stroke-dasharray="4 3" visibility="hidden"/>`);
+  const legend = series.map((s) => `<span><i style="background:${s.colour}"></i>${esc(s.name)}</span>`).join("");
+  box.innerHTML = `<svg class="lab-lines" xmlns="${SVG}" width="${width}" height="${height}" role="img" aria-label="${esc(data.title)}">`
+    + parts.join("") + `</svg><div class="lab-lines-legend">${legend}</div><div class="lab-lines-tip" hidden></div>`;
+  box.labWidth = box.clientWidth;
+  // Hover: the values of every curve at the nearest x, as plotly's "x unified" hover shows them.
+  const svg = box.querySelector("svg"), guide = svg.querySelector(".lab-lines-guide"), tip = box.querySelector(".lab-lines-tip");
+  svg.addEventListener("mousemove", (event) => {
+    if (!xs.length) return;
+    const at = event.clientX - svg.getBoundingClientRect().left;
+    const x = xs.reduce((best, v) => (Math.abs(X(v) - at) < Math.abs(X(best) - at) ? v : best), xs[0]);
+    guide.setAttribute("x1", X(x)); guide.setAttribute("x2", X(x)); guide.setAttribute("visibility", "visible");
+    const rows = series.map((s) => [s, s.points.find((p) => p[0] === x)]).filter(([, p]) => p);
+    tip.innerHTML = `<b>${esc(data.x_title)} ${+x.toFixed(6)}</b>` + rows.map(([s, p]) =>
+      `<div><i style="background:${s.colour}"></i>${esc(s.name)}: <b>${fmt(p[1])}${esc(data.y_suffix)}</b></div>`).join("");
+    tip.hidden = false;
+    const left = X(x) + 14;
+    tip.style.left = (left + tip.offsetWidth > width ? X(x) - 14 - tip.offsetWidth : left) + "px";
+    // over the lower half when the values sit high, and the other way round
+    const high = rows.reduce((sum, [, p]) => sum + Y(p[1]), 0) / rows.length < (m.top + height - m.bottom) / 2;
+    tip.style.top = (high ? height - m.bottom - 8 - tip.offsetHeight : m.top + 8) + "px";
+  });
+  svg.addEventListener("mouseleave", () => { guide.setAttribute("visibility", "hidden"); tip.hidden = true; });
+}
+
+function lines(parentElement, data) {
+  let box = parentElement.querySelector(":scope > div.lab-lines-box");
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "lab-lines-box";
+    parentElement.appendChild(box);
+    // the column narrows or widens (the sidebar folds away): draw again at the new width
+    box.labResize = new ResizeObserver(() => box.isConnected && box.clientWidth !== box.labWidth && drawLines(box));
+    box.labResize.observe(box);
+  }
+  box.labData = data;
+  drawLines(box);
+  return () => {
+    if (!box.isConnected) box.labResize.disconnect();
+  };
+}
+
 export default function ({ parentElement, data, setTriggerValue }) {
-  return data.kind === "progress" ? progress(parentElement, data, setTriggerValue) : chart(parentElement, data);
+  if (data.kind === "progress") return progress(parentElement, data, setTriggerValue);
+  return data.kind === "lines" ? lines(parentElement, data) : chart(parentElement, data);
 }
 """
 
@@ -239,6 +343,12 @@ _CSS = """
 .lab-progress-text { margin: 0 0 0.35rem 0; font-size: 1rem; line-height: 1.5; }
 .lab-progress-track { height: 0.5rem; border-radius: 0.25rem; background: var(--st-secondary-background-color, #eef2f7); overflow: hidden; }
 .lab-progress-bar { height: 100%; width: 0; border-radius: 0.25rem; background: var(--st-primary-color, #0b57d0); }
+.lab-lines-box { position: relative; }
+.lab-lines { display: block; font-family: inherit; fill: #111111; }
+.lab-lines-legend { display: flex; flex-wrap: wrap; gap: 0.2rem 1.4rem; padding: 0 0 0 76px; font-size: 16px; }
+.lab-lines-legend i, .lab-lines-tip i { display: inline-block; width: 1.6em; height: 4px; margin: 0 0.4em 0.25em 0; vertical-align: middle; }
+.lab-lines-tip { position: absolute; pointer-events: none; background: #ffffff; border: 1px solid #8a94a6; border-radius: 4px;
+  padding: 0.35rem 0.6rem; font-size: 15px; line-height: 1.5; white-space: nowrap; box-shadow: 0 2px 6px rgba(0, 0, 0, 0.15); }
 """
 
 _component = st.components.v2.component("alexnet_lab.chart", js=_JS, css=_CSS, isolate_styles=False)
@@ -319,6 +429,35 @@ def prepare(figure) -> Prepared:
 # class (``st-key-chart-...``) as soon as the element arrives, before its code has
 # loaded, so the benchmark and the tests can tell which charts a page has.
 KEY_PREFIX = "chart-"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One curve of ``lines()``: a missing or NaN y leaves its point out."""
+
+    name: str
+    x: list[float]
+    y: list[float | None]
+
+
+def lines(
+    series: list[Line], *, key: str, title: str, x_title: str, y_title: str, colours: list[str],
+    y_range: tuple[float, float] | None = None, x_integer: bool = False, y_suffix: str = "", height: int = 420,
+) -> None:
+    """Curves over a shared x as plain SVG drawn in the page, with a legend and the
+    values at the nearest x on hover. For a chart in a page's first screen that
+    needs no zoom: it is drawn at once, where a plotly chart first waits for
+    plotly.js (about 0.3 s of a first visit's main thread on two cores)."""
+
+    def number(v) -> float | None:
+        return None if v is None or not math.isfinite(float(v)) else float(v)
+
+    data = {
+        "kind": "lines", "title": title, "x_title": x_title, "y_title": y_title, "colours": list(colours),
+        "y_range": list(y_range) if y_range else None, "x_integer": x_integer, "y_suffix": y_suffix, "height": height,
+        "series": [{"name": s.name, "x": [number(v) for v in s.x], "y": [number(v) for v in s.y]} for s in series],
+    }
+    _component(key=KEY_PREFIX + key, data=data)
 
 
 def chart(figure, *, key: str, live: Live | None = None, part: str | None = None) -> None:

@@ -1554,15 +1554,14 @@ CURVES = {
 
 
 def compare_runs_ui(frame: pd.DataFrame, ids: list[str]) -> None:
-    import plotly.graph_objects as go
-
     c1, c2 = st.columns([3, 1])
     chosen = c1.multiselect("Runs to overlay", ids, default=ids[: min(4, len(ids))], key="compare_runs")
     metric = c2.selectbox("Curve", list(CURVES), format_func=CURVES.get, key="compare_metric")
     if not chosen:
         st.caption("Pick one or more runs to overlay their curves.")
         return
-    fig = go.Figure()
+    percent = metric.endswith("_acc")
+    series = []
     for run_id in chosen:
         try:
             _, epochs = metrics_frames(run_id)
@@ -1571,16 +1570,17 @@ def compare_runs_ui(frame: pd.DataFrame, ids: list[str]) -> None:
             continue
         if epochs.empty or metric not in epochs or epochs[metric].isna().all():
             continue
-        y = epochs[metric] * (100 if metric.endswith("_acc") else 1)
-        fig.add_trace(go.Scatter(x=epochs["epoch"], y=y, mode="lines+markers", name=run_id, line=dict(width=3), marker=dict(size=9)))
-    if not fig.data:
+        y = epochs[metric] * (100 if percent else 1)
+        series.append(lab_charts.Line(run_id, epochs["epoch"].tolist(), y.tolist()))
+    if not series:
         st.info("None of these runs has finished an epoch yet.", icon=":material/hourglass_top:")
         return
-    fig = _layout(fig, CURVES[metric] + " by epoch", "epoch", CURVES[metric], height=420)
-    fig.update_xaxes(dtick=1)
-    if metric.endswith("_acc"):
-        fig.update_yaxes(range=[0, 101])
-    lab_charts.chart(fig, key="compare_chart")
+    # Plain SVG, not plotly: this chart is in the page's first screen, and plotly.js
+    # kept a first visit to Runs waiting about 0.3 s longer (bench/README.md, "Session 8").
+    lab_charts.lines(
+        series, key="compare_chart", title=CURVES[metric] + " by epoch", x_title="epoch", y_title=CURVES[metric],
+        colours=COLOURS, y_range=(0, 101) if percent else None, x_integer=True, y_suffix="%" if percent else "",
+    )
 
 
 def _file_reader(path: Path):

@@ -8,8 +8,8 @@ drives Debian's Chromium through Playwright's Python package, and measures
   and ``data-test-script-state=notRunning`` (Streamlit's own e2e tests wait on
   the same attributes; the state is ``initial`` until the first script run
   starts, so an early ``notRunning`` cannot be mistaken for the end) and every
-  plotly chart in the first screen has drawn its SVG (the script can end before
-  the browser has loaded plotly.js and drawn the charts) and no widget in it is
+  chart in the first screen has drawn its SVG (plotly's, or lab_charts.lines'; the
+  script can end before the browser has loaded plotly.js and drawn the charts) and no widget in it is
   still Streamlit's grey loading placeholder; when the charts below
   the first screen were drawn is reported beside it;
 - training images/s of the same short run launched through
@@ -100,7 +100,7 @@ _TITLE_OBSERVER = """
 """
 
 
-# Every plotly chart (lab_charts' or Streamlit's) has drawn its SVG; with ``true``,
+# Every chart (lab_charts' plotly or SVG lines, or Streamlit's plotly) has drawn its SVG; with ``true``,
 # only the charts in the first screen (the viewport). lab_charts' are found by
 # their element's key class (st-key- + lab_charts.KEY_PREFIX), which is there
 # before the component's code has loaded (its own div is not); Streamlit's
@@ -110,7 +110,7 @@ _CHARTS_DRAWN = """(inView) => [...document.querySelectorAll('.stElementContaine
         const r = el.getBoundingClientRect();
         return !inView || (r.top < window.innerHeight && r.bottom > 0);
     })
-    .every(el => el.querySelector('.main-svg'))"""
+    .every(el => el.querySelector('.main-svg, svg.lab-lines'))"""
 
 # No widget in the first screen is still a grey placeholder: Streamlit draws a
 # skeleton for an element whose code has not loaded yet, even after the script ended.

@@ -62,3 +62,26 @@ def test_a_trace_the_basic_bundle_cannot_draw_is_refused():
     # plotly.js would skip it silently and leave an empty chart
     with pytest.raises(ValueError, match="heatmap"):
         lab_charts.prepare(go.Figure(go.Heatmap(z=[[1, 2], [3, 4]])))
+
+
+def _lines_page():
+    import numpy as np
+
+    import lab_charts
+
+    lab_charts.lines(
+        [lab_charts.Line("run a", [1, 2, 3], [10.0, float("nan"), 30.0]), lab_charts.Line("run b", [1], [np.float32(5)])],
+        key="c", title="Accuracy", x_title="epoch", y_title="accuracy (%)", colours=["#111111", "#222222"],
+        y_range=(0, 101), x_integer=True, y_suffix="%",
+    )
+
+
+def test_lines_send_plain_json_with_the_gaps_as_null():
+    at = AppTest.from_function(_lines_page).run()
+    assert not at.exception
+    (mounted,) = [c for c in at.get("bidi_component") if c.proto.component_name == "alexnet_lab.chart"]
+    data = json.loads(mounted.proto.json)  # strict JSON: a NaN would not parse in the browser
+    assert data["kind"] == "lines" and data["title"] == "Accuracy" and data["y_range"] == [0, 101]
+    assert data["series"] == [{"name": "run a", "x": [1.0, 2.0, 3.0], "y": [10.0, None, 30.0]},
+                              {"name": "run b", "x": [1.0], "y": [5.0]}]
+    assert mounted.proto.json.count("NaN") == 0

@@ -51,7 +51,7 @@ def charts(at: AppTest) -> list[dict]:
 
 
 def lab_components(at: AppTest, kind: str) -> list[dict]:
-    """The data sent to lab_charts' component of ``kind`` ("chart" or "progress")."""
+    """The data sent to lab_charts' component of ``kind`` ("chart", "lines" or "progress")."""
     sent = [json.loads(c.proto.json) for c in at.get("bidi_component") if c.proto.component_name == "alexnet_lab.chart"]
     return [data for data in sent if data["kind"] == kind]
 
@@ -312,7 +312,11 @@ def test_runs_page_table_curves_downloads(ui_lab, finished_run):
     no_errors(at)
     assert not at.table and not at.dataframe  # a short list: a Markdown table
     assert any(m.value.startswith("| id | variant |") and finished_run in m.value for m in at.markdown)
-    assert chart_titles(at) == ["validation accuracy (%) by epoch"]
+    (curves,) = lab_components(at, "lines")
+    assert curves["title"] == "validation accuracy (%) by epoch" and curves["y_suffix"] == "%"
+    (line,) = [s for s in curves["series"] if s["name"] == finished_run]  # other tests' runs may be there too
+    assert line["x"] == [1]
+    assert line["y"] == [pytest.approx(100 * runs.status(finished_run)["best_val_acc"])]
     assert not at.get("download_button"), "the files wait in a closed expander"
     open_files(at)
     at.selectbox(key="files_run").set_value(finished_run).run()
