@@ -381,6 +381,16 @@ def test_runs_page_delete_asks_first(ui_lab, finished_run):
     assert copy not in runs.list_runs()["id"].tolist()
 
 
+def test_home_lists_the_datasets_here_and_those_to_get(ui_lab):
+    at = open_page("home")
+    no_errors(at)
+    ready = [m.value for m in at.markdown if m.value.startswith("**Ready on this computer**")]
+    missing = [m.value for m in at.markdown if m.value.startswith("**Not here yet**")]
+    assert len(ready) == len(missing) == 1  # one element per list
+    assert "(`digits`)" in ready[0]  # bundled with scikit-learn
+    assert "(`cifar10`)" in missing[0] and "(`cifar10`)" not in ready[0]  # nothing downloads in a test
+
+
 def test_quick_demo_button_launches_and_goes_to_train(ui_lab):
     at = open_page("home")
     before = set(runs.list_runs()["id"])
