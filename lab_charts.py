@@ -38,6 +38,7 @@ the basic bundle kept a first visit waiting about 0.3 s.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -418,11 +419,20 @@ class Prepared:
 
 
 def prepare(figure) -> Prepared:
-    """Serialise a plotly figure of scatter, bar or pie traces (its layout sets the height)."""
-    other = {trace.type for trace in figure.data} - BASIC_TRACES
+    """Serialise a plotly figure of scatter, bar or pie traces (its layout sets the
+    height): a ``plotly.graph_objects`` figure, or its JSON as a dict of plain
+    lists and numbers (``{"data": [...], "layout": {...}}``), which skips plotly.py's
+    validation for a figure built again every few seconds."""
+    if isinstance(figure, dict):
+        types = {trace.get("type", "scatter") for trace in figure["data"]}
+        height, text = figure["layout"].get("height"), json.dumps(figure, allow_nan=False)
+    else:
+        types = {trace.type for trace in figure.data}
+        height, text = figure.layout.height, figure.to_json()
+    other = types - BASIC_TRACES
     if other:
         raise ValueError(f"plotly.js's basic bundle cannot draw {sorted(other)}: use st.plotly_chart for these")
-    return Prepared(figure.to_json(), int(figure.layout.height or DEFAULT_HEIGHT))
+    return Prepared(text, int(height or DEFAULT_HEIGHT))
 
 
 # Every chart's element key starts with this; Streamlit puts the key in the element's

@@ -74,9 +74,9 @@ def _defaults() -> tuple[str, str]:
 def warm_caches() -> None:
     """Do once at server start (app.py) what the default view's first visits would
     otherwise do while a student waits: the Model page's layer table (torchinfo,
-    0.3 s cold), the default dataset (Train's estimate, Predictions' tiles), and one
-    plotly figure of each kind built and serialised (plotly loads its validators on
-    the first one: the first Train page's live view took 0.18 s without, 0.10 s with)."""
+    0.3 s cold), the default dataset (Train's estimate, Predictions' tiles), and a
+    plotly figure of the kinds the confusion matrix and the upload's top 5 use,
+    built and serialised (plotly.py loads its validators on the first one)."""
     variant, dataset = _defaults()
     sel = Selection(variant, dataset, variants.get_spec(variant).input_size, None)
     layer_table(variant, *model_io(sel), sel.input_size)
@@ -89,11 +89,10 @@ def warm_caches() -> None:
         load_dataset(dataset)
     finally:
         quiet.setLevel(level)
-    steps = pd.DataFrame({"step": [1, 2], "loss": [2.3, 2.1]})
-    epochs = pd.DataFrame({"epoch": [1], "step": [2], "val_loss": [2.0], "test_loss": [2.0],
-                           "train_acc": [0.2], "val_acc": [0.25], "test_acc": [0.25]})
-    lab_charts.prepare(loss_chart(steps, epochs))
-    lab_charts.prepare(accuracy_chart(epochs))
+    import plotly.graph_objects as go
+
+    for trace in (go.Heatmap(z=[[1, 0], [0, 1]]), go.Bar(x=[0.9], y=["a"], orientation="h")):
+        _layout(go.Figure(trace), "warm-up", "x", "y").to_json()
 
 
 def _check_link() -> None:
@@ -985,59 +984,72 @@ def forget_run_metrics(run_id: str) -> None:
 COLOURS = ["#0b57d0", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442"]
 
 
-def _layout(fig, title: str, xtitle: str, ytitle: str, height: int = 380):
-    fig.update_layout(
-        template="plotly_white",
-        colorway=COLOURS,
-        title=dict(text=title, font=dict(size=22, color="#111111")),
-        font=dict(size=17, color="#111111"),
-        height=height,
+# What plotly_white draws, set by hand: the template itself is 7 KB of JSON in every
+# chart a live poll sends, and plotly.py validates and copies all of it.
+_AXIS = {"automargin": True, "gridcolor": "#d5dae3", "linecolor": "#d5dae3", "zerolinecolor": "#d5dae3",
+         "zerolinewidth": 2, "ticks": "", "tickfont": {"size": 15}}
+
+
+def _layout_of(title: str, xtitle: str, ytitle: str, height: int = 380) -> dict:
+    """The lab's chart layout as plotly.js's JSON: large type for a projector."""
+    return {
+        "template": {}, "paper_bgcolor": "white", "plot_bgcolor": "white", "hovermode": "closest",
+        "hoverlabel": {"align": "left"}, "colorway": COLOURS, "height": height,
+        "title": {"text": title, "x": 0.05, "font": {"size": 22, "color": "#111111"}},
+        "font": {"size": 17, "color": "#111111"},
         # The toolbar that appears on hover stands upright in the right margin: lying
         # across the top it covered the chart's title on a projector.
-        margin=dict(l=10, r=44, t=60, b=10),
-        modebar=dict(orientation="v"),
-        legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0, font=dict(size=16)),
-        xaxis_title=xtitle,
-        yaxis_title=ytitle,
-    )
-    fig.update_xaxes(tickfont=dict(size=15), gridcolor="#d5dae3")
-    fig.update_yaxes(tickfont=dict(size=15), gridcolor="#d5dae3")
+        "margin": {"l": 10, "r": 44, "t": 60, "b": 10},
+        "modebar": {"orientation": "v"},
+        "legend": {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0, "font": {"size": 16}},
+        "xaxis": {**_AXIS, "title": {"text": xtitle, "standoff": 15}},
+        "yaxis": {**_AXIS, "title": {"text": ytitle, "standoff": 15}},
+    }
+
+
+def _layout(fig, title: str, xtitle: str, ytitle: str, height: int = 380):
+    """Give a plotly.graph_objects figure the lab's layout."""
+    fig.update_layout(_layout_of(title, xtitle, ytitle, height))
     return fig
 
 
-def loss_chart(steps: pd.DataFrame, epochs: pd.DataFrame):
-    import plotly.graph_objects as go
+def _values(column: pd.Series, scale: float = 1.0) -> list[float | None]:
+    """A column as JSON numbers, a missing value as null (JSON has no NaN)."""
+    return [None if pd.isna(v) else float(v) * scale for v in column]
 
-    fig = go.Figure()
+
+# The Train page's two charts are built as plotly.js's JSON directly: plotly.py's
+# graph objects took 55-70 ms of server CPU per pair, and a watched run's charts are
+# built again every few seconds while it trains (bench/README.md, "Session 8").
+
+
+def loss_chart(steps: pd.DataFrame, epochs: pd.DataFrame) -> dict:
+    traces = []
     if not steps.empty:
         # a projector shows a few hundred points; more only cost the browser time
         shown = steps if len(steps) <= 500 else steps.iloc[:: len(steps) // 500 + 1]
-        fig.add_trace(go.Scatter(x=shown["step"], y=shown["loss"], mode="lines", name="training (per step)", line=dict(width=2)))
+        traces.append({"type": "scatter", "x": _values(shown["step"]), "y": _values(shown["loss"]), "mode": "lines",
+                       "name": "training (per step)", "line": {"width": 2}})
     if not epochs.empty:
         for col, name, dash in (("val_loss", "validation", "dot"), ("test_loss", "test", "dash")):
             if col in epochs and epochs[col].notna().any():
-                fig.add_trace(
-                    go.Scatter(x=epochs["step"], y=epochs[col], mode="lines+markers", name=f"{name} (per epoch)",
-                               line=dict(width=3, dash=dash), marker=dict(size=10))
-                )
-    return _layout(fig, "Loss", "step", "cross-entropy loss")
+                traces.append({"type": "scatter", "x": _values(epochs["step"]), "y": _values(epochs[col]),
+                               "mode": "lines+markers", "name": f"{name} (per epoch)",
+                               "line": {"width": 3, "dash": dash}, "marker": {"size": 10}})
+    return {"data": traces, "layout": _layout_of("Loss", "step", "cross-entropy loss")}
 
 
-def accuracy_chart(epochs: pd.DataFrame):
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
+def accuracy_chart(epochs: pd.DataFrame) -> dict:
+    traces = []
     if not epochs.empty:
         for col, name in (("train_acc", "training"), ("val_acc", "validation"), ("test_acc", "test")):
             if col in epochs and epochs[col].notna().any():
-                fig.add_trace(
-                    go.Scatter(x=epochs["epoch"], y=epochs[col] * 100, mode="lines+markers", name=name,
-                               line=dict(width=3), marker=dict(size=11))
-                )
-    fig = _layout(fig, "Accuracy per epoch", "epoch", "accuracy (%)")
-    fig.update_xaxes(dtick=1, rangemode="tozero")
-    fig.update_yaxes(range=[0, 101])
-    return fig
+                traces.append({"type": "scatter", "x": _values(epochs["epoch"]), "y": _values(epochs[col], 100.0),
+                               "mode": "lines+markers", "name": name, "line": {"width": 3}, "marker": {"size": 11}})
+    layout = _layout_of("Accuracy per epoch", "epoch", "accuracy (%)")
+    layout["xaxis"].update(dtick=1, rangemode="tozero")
+    layout["yaxis"].update(range=[0, 101])
+    return {"data": traces, "layout": layout}
 
 
 def _progress(status: dict) -> tuple[float, str]:

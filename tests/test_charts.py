@@ -85,3 +85,21 @@ def test_lines_send_plain_json_with_the_gaps_as_null():
     assert data["series"] == [{"name": "run a", "x": [1.0, 2.0, 3.0], "y": [10.0, None, 30.0]},
                               {"name": "run b", "x": [1.0], "y": [5.0]}]
     assert mounted.proto.json.count("NaN") == 0
+
+
+def test_the_train_charts_are_plotly_json_that_plotly_accepts_with_gaps_as_null():
+    import pandas as pd
+
+    import lab_ui
+
+    steps = pd.DataFrame({"step": [1, 2, 3], "loss": [2.3, float("nan"), 1.9]})
+    epochs = pd.DataFrame({"epoch": [1], "step": [3], "val_loss": [2.0], "test_loss": [None],
+                           "train_acc": [0.5], "val_acc": [0.25], "test_acc": [float("nan")]})
+    loss, accuracy = lab_ui.loss_chart(steps, epochs), lab_ui.accuracy_chart(epochs)
+    for figure in (loss, accuracy):
+        go.Figure(figure)  # plotly.py's own validation: a property plotly.js does not know raises
+        assert json.loads(lab_charts.prepare(figure).json) == figure  # strict JSON, nothing lost
+    assert [t["name"] for t in loss["data"]] == ["training (per step)", "validation (per epoch)"]  # no empty test line
+    assert loss["data"][0]["y"] == [2.3, None, 1.9]
+    assert [t["name"] for t in accuracy["data"]] == ["training", "validation"]
+    assert accuracy["data"][1]["y"] == [25.0] and accuracy["layout"]["yaxis"]["range"] == [0, 101]
