@@ -696,11 +696,21 @@ def _estimate_key(config) -> tuple:
     return tuple((f, str(d.get(f))) for f in fields) + (("options", str(sorted(config.variant_options.items()))),)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+# Every session's timings, so a new session shows a known one at once instead of
+# after its fragment's first tick (st.cache_data cannot be asked what it holds).
+_ESTIMATES: dict[tuple, float] = {}
+_ESTIMATES_KEPT = 64
+
+
+@st.cache_data(show_spinner=False, max_entries=_ESTIMATES_KEPT)
 def _estimate(key: tuple, config_dict: dict) -> float:
     config = training.TrainConfig.from_dict(config_dict)
     dataset = load_dataset(config.dataset, config.data_root, config.folder)
-    return training.estimate_epoch_seconds(config, dataset=dataset)
+    seconds = training.estimate_epoch_seconds(config, dataset=dataset)
+    _ESTIMATES[key] = seconds
+    while len(_ESTIMATES) > _ESTIMATES_KEPT:
+        _ESTIMATES.pop(next(iter(_ESTIMATES)))
+    return seconds
 
 
 SLOW_EPOCH_S = 180
@@ -724,9 +734,13 @@ def estimate_ui(config, *, busy: bool = False) -> bool:
         st.warning(f"The {config.dataset} images are not on this computer yet. {where}", icon=":material/download:")
         return False
     auto = config.resolved_input_size < 100 and not busy
+    key = _estimate_key(config)
+    measured = st.session_state.setdefault("_estimates", {})
+    if key not in measured and key in _ESTIMATES:
+        measured[key] = _ESTIMATES[key]  # another session timed these settings already
     # The timing is left to the fragment's first timer tick, after the page is drawn;
     # once it is known the fragment stops polling.
-    waiting = auto and _estimate_key(config) not in st.session_state.get("_estimates", {})
+    waiting = auto and key not in measured
     st.fragment(_estimate_fragment, run_every=1.0 if waiting else None)(config, auto)
     return True
 

@@ -163,6 +163,22 @@ def test_all_variants_show_the_speed_a_run_measured_here(ui_lab, finished_run):
 # ---------------------------------------------------------------- training from the page
 
 
+def test_train_times_an_epoch_and_another_session_shows_it_at_once(ui_lab):
+    def estimate(at: AppTest) -> list[str]:
+        return [m.value for m in at.markdown if "per epoch**" in m.value]
+
+    at = open_page("train")
+    no_errors(at)
+    assert any("Timing a few training steps" in c.value for c in at.caption)  # drawn first, timed next
+    assert not estimate(at)
+    at.run()  # in a browser, the fragment's first timer tick
+    no_errors(at)
+    assert estimate(at), [m.value for m in at.markdown]
+    again = open_page("train")  # another browser, the same settings
+    assert estimate(again) == estimate(at)
+    assert not any("Timing" in c.value for c in again.caption)
+
+
 def test_train_launches_a_run_that_finishes(ui_lab):
     at = open_page("train")
     no_errors(at)
