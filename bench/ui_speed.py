@@ -244,20 +244,30 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
             try:
                 visits = 2 if args.quick else VISITS
                 floor_before = [first_render(browser, floor.url) for _ in range(visits)]
+                floor_paired = []
                 for title, path in PAGES:
-                    # each visit in a new browser session (nothing cached); the first on the fresh server
-                    seen = [first_render(browser, f"{server.url}/{path}") for _ in range(visits)]
+                    # Each visit in a new browser session (nothing cached), the first on the fresh
+                    # server, and each just after a visit to the floor: this machine's speed drifts
+                    # by 0.5 s within minutes, so what the page adds is read pair by pair.
+                    seen, floors = [], []
+                    for _ in range(visits):
+                        floors.append(first_render(browser, floor.url))
+                        seen.append(first_render(browser, f"{server.url}/{path}"))
+                    floor_paired += floors
                     first, typical = seen[0], statistics.median(v.complete for v in seen)
+                    above = statistics.median(v.complete - f.complete for v, f in zip(seen, floors))
                     details = (f"median of {visits} new sessions, the first on the fresh server: {first.complete:.2f} s "
                                f"(title shown at {fmt_s(first.title)}, script done at {fmt_s(first.script)}, every "
                                f"chart drawn at {fmt_s(first.charts)}); all: "
-                               + " ".join(f"{v.complete:.2f}" for v in seen))
+                               + " ".join(f"{v.complete:.2f}" for v in seen)
+                               + f"; above the floor visited just before each: median {above:+.2f} s")
                     if title == "Home":
                         details += f"; server healthy {up_s:.1f} s after start"
                     report.add(Row(
                         section="ui", case=f"{title} page: first render", ours=typical, ours_unit="s",
                         details=details, target=f"<= {RENDER_TARGET_S} s (median)", met=typical <= RENDER_TARGET_S,
-                        extra={"visits": [v._asdict() for v in seen], "server_up_s": up_s},
+                        extra={"visits": [v._asdict() for v in seen], "floors": [f.complete for f in floors],
+                               "above_floor_s": above, "server_up_s": up_s},
                     ))
 
                 floor_after = first_render(browser, floor.url)
@@ -267,8 +277,12 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
                     details=(f"Streamlit's frontend alone, same settings and connection tuning, no sidebar; median "
                              f"of {visits} new sessions before the pages: "
                              + " ".join(f"{v.complete:.2f}" for v in floor_before)
-                             + f"; once after them: {floor_after.complete:.2f} s"),
-                    extra={"before": [v.complete for v in floor_before], "after": floor_after.complete},
+                             + f"; between the pages' visits {min(f.complete for f in floor_paired):.2f}-"
+                             f"{max(f.complete for f in floor_paired):.2f} s (median "
+                             f"{statistics.median(f.complete for f in floor_paired):.2f}); once after them: "
+                             f"{floor_after.complete:.2f} s"),
+                    extra={"before": [v.complete for v in floor_before], "paired": [f.complete for f in floor_paired],
+                           "after": floor_after.complete},
                 ))
                 floor.stop()
 
