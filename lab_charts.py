@@ -7,8 +7,9 @@ main thread evaluating before the first chart appears, on every first visit
 upload's top 5 need only lines, markers and bars: plotly.js's basic bundle
 (scatter, bar, pie; 1.2 MB) evaluates in about 0.25 s. ``chart()`` draws a
 plotly figure with it through a Streamlit v2 component: the figure is built in
-Python with ``plotly.graph_objects`` as before, sent as plotly's own JSON, and
-drawn by ``Plotly.react``, which updates a chart in place on every refresh.
+Python (with ``plotly.graph_objects``, or as plotly's JSON in a dict where it is
+rebuilt every few seconds), sent as plotly's own JSON, and drawn by
+``Plotly.react``, which updates a chart in place on every refresh.
 A chart below the first screen (the Train page's charts of a finished run,
 under the form) is drawn when it scrolls into view or once the page has been
 idle for 2 s, so the first screen does not wait for plotly.js.

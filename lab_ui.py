@@ -391,6 +391,11 @@ _TABLE_CSS = """<style>
 </style>"""
 
 
+def _cell_text(cell) -> str:
+    """A table cell as plain text: a missing one (None, NaN) empty."""
+    return "" if cell is None or (isinstance(cell, float) and math.isnan(cell)) else str(cell)
+
+
 def table_html(frame: pd.DataFrame, right: tuple[str, ...] = (), marked: set[int] = frozenset(), wrap: bool = False) -> str:
     """A frame as an HTML table (no index), every cell shown as its escaped text (a
     missing one empty), the ``right`` columns aligned right, the rows at the
@@ -398,7 +403,7 @@ def table_html(frame: pd.DataFrame, right: tuple[str, ...] = (), marked: set[int
     table scrolls sideways."""
 
     def cell(tag: str, column, value) -> str:
-        text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else html.escape(str(value))
+        text = html.escape(_cell_text(value))
         return f'<{tag} class="num">{text}</{tag}>' if column in right else f"<{tag}>{text}</{tag}>"
 
     head = "".join(cell("th", c, c) for c in frame.columns)
@@ -1320,8 +1325,6 @@ def prediction_grid_ui(preds: pd.DataFrame, ds, classes: list[str]) -> None:
 
 
 def _tile_text(row, classes: list[str], ok: bool) -> str:
-    import html
-
     colour = "#006b4f" if ok else "#a83a00"
     mark = "✓" if ok else "✗"
     return (
@@ -1537,11 +1540,8 @@ def markdown_table(frame: pd.DataFrame, right: tuple[str, ...] = ()) -> str:
     Streamlit draws it in its Markdown type, larger and roomier than ``st.table``'s,
     and without Arrow's reader, which a first visit fetches and runs before the
     page is complete (Runs' first render 0.07 s sooner; bench/README.md)."""
-    def text(cell) -> str:
-        return "" if cell is None or (isinstance(cell, float) and math.isnan(cell)) else str(cell)
-
     def row(cells) -> str:
-        return "| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\g<0>", text(c)).replace("\n", " ") for c in cells) + " |"
+        return "| " + " | ".join(_MARKDOWN_SPECIAL.sub(r"\\\g<0>", _cell_text(c)).replace("\n", " ") for c in cells) + " |"
 
     lines = [row(frame.columns), "|" + "".join(" ---: |" if c in right else " --- |" for c in frame.columns)]
     lines += [row(r) for r in frame.itertuples(index=False)]
