@@ -274,7 +274,7 @@ function drawLines(box) {
   const [y0, y1] = data.y_range || extent(ys.length ? ys : [0], 0.06);
   const X = (v) => m.left + ((v - x0) / (x1 - x0)) * (width - m.left - m.right);
   const Y = (v) => height - m.bottom - ((v - y0) / (y1 - y0)) * (height - m.top - m.bottom);
-  const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2));
+  const fmt = (v) => (Math.abs(v) >= 1000 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2));  // 100.0%, not 100%
   const parts = [];
   for (const t of ticksOf(y0, y1, 5, false)) {
     parts.push(`<line x1="${m.left}" x2="${width - m.right}" y1="${Y(t)}" y2="${Y(t)}" stroke="#d5dae3"/>`,
@@ -299,9 +299,8 @@ function drawLines(box) {
   box.labWidth = box.clientWidth;
   // Hover: the values of every curve at the nearest x, as plotly's "x unified" hover shows them.
   const svg = box.querySelector("svg"), guide = svg.querySelector(".lab-lines-guide"), tip = box.querySelector(".lab-lines-tip");
-  svg.addEventListener("mousemove", (event) => {
+  const showAt = (at) => {
     if (!xs.length) return;
-    const at = event.clientX - svg.getBoundingClientRect().left;
     const x = xs.reduce((best, v) => (Math.abs(X(v) - at) < Math.abs(X(best) - at) ? v : best), xs[0]);
     guide.setAttribute("x1", X(x)); guide.setAttribute("x2", X(x)); guide.setAttribute("visibility", "visible");
     const rows = series.map((s) => [s, s.points.find((p) => p[0] === x)]).filter(([, p]) => p);
@@ -313,8 +312,15 @@ function drawLines(box) {
     // over the lower half when the values sit high, and the other way round
     const high = rows.reduce((sum, [, p]) => sum + Y(p[1]), 0) / rows.length < (m.top + height - m.bottom) / 2;
     tip.style.top = (high ? height - m.bottom - 8 - tip.offsetHeight : m.top + 8) + "px";
+  };
+  svg.addEventListener("mousemove", (event) => showAt((box.labHoverAt = event.clientX - svg.getBoundingClientRect().left)));
+  svg.addEventListener("mouseleave", () => {
+    box.labHoverAt = undefined;
+    guide.setAttribute("visibility", "hidden");
+    tip.hidden = true;
   });
-  svg.addEventListener("mouseleave", () => { guide.setAttribute("visibility", "hidden"); tip.hidden = true; });
+  // drawn again (new data, a new width) under a resting pointer: the values stay shown
+  if (box.labHoverAt !== undefined) showAt(box.labHoverAt);
 }
 
 function lines(parentElement, data) {

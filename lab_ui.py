@@ -1005,7 +1005,7 @@ COLOURS = ["#0b57d0", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#0
 
 # What plotly_white draws, set by hand: the template itself is 7 KB of JSON in every
 # chart a live poll sends, and plotly.py validates and copies all of it.
-_AXIS = {"automargin": True, "gridcolor": "#d5dae3", "linecolor": "#d5dae3", "zerolinecolor": "#d5dae3",
+_AXIS = {"automargin": True, "showline": False, "gridcolor": "#d5dae3", "linecolor": "#d5dae3", "zerolinecolor": "#d5dae3",
          "zerolinewidth": 2, "ticks": "", "tickfont": {"size": 15}}
 
 
