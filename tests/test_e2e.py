@@ -197,3 +197,44 @@ def test_a_page_opened_at_its_own_address_connects_at_the_first_attempt(server, 
         no_exception(pg)
     finally:
         context.close()
+
+
+# Counts Plotly.react calls per chart title from now on.
+COUNT_REDRAWS = """() => {
+    window.__labRedraws = {};
+    const plotly = window.Plotly, react = plotly.react;
+    plotly.react = function (gd, data, layout, ...rest) {
+        const title = layout?.title?.text ?? "";
+        window.__labRedraws[title] = (window.__labRedraws[title] || 0) + 1;
+        return react.call(plotly, gd, data, layout, ...rest);
+    };
+}"""
+
+
+def test_a_watched_run_redraws_its_accuracy_chart_only_when_an_epoch_ends(running, page):
+    """The poll brings both charts every few seconds; the accuracy chart changes
+    only at an epoch's end, and redrawing the same picture cost the browser
+    40-60 ms of plotly.js each time. (Last in this file: it leaves a stopped run.)"""
+    from pathlib import Path
+
+    from alexnet_core import runs
+    from alexnet_core.training import TrainConfig
+
+    expect = playwright_api.expect
+    runs_dir = Path(running.env["ALEXNET_LAB_RUNS"])
+    # 96-pixel digits: an epoch takes far longer than the few seconds between chart polls
+    run_id = runs.launch(TrainConfig(variant="mnist", dataset="digits", input_size=96, epochs=3, batch_size=32), runs_dir)
+    try:
+        page.goto(f"{running.url}/train?run={run_id}")
+        expect(page.get_by_text(f"{run_id} is running")).to_be_visible()
+        expect(page.locator(DRAWN_CHART)).to_have_count(2)
+        epoch_before = runs.status(run_id, runs_dir)["epoch"]
+        page.evaluate(COUNT_REDRAWS)
+        page.wait_for_function("() => (window.__labRedraws['Loss'] || 0) >= 3", timeout=90_000)
+        redraws = page.evaluate("window.__labRedraws")
+        ended = runs.status(run_id, runs_dir)["epoch"] - epoch_before
+        # at most one redraw per epoch that ended meanwhile (and one for an end just before the count began)
+        assert redraws.get("Accuracy per epoch", 0) <= ended + 1 < redraws["Loss"], (redraws, ended)
+        no_exception(page)
+    finally:
+        runs.stop(run_id, runs_dir)
