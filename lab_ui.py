@@ -466,6 +466,12 @@ def inexact_rows(trace: pd.DataFrame) -> set[int]:
     return {i for i, mark in enumerate(trace.get("exact", [])) if str(mark).startswith("✘")}
 
 
+def trace_ui(trace: pd.DataFrame, short: bool = False) -> None:
+    """A shape trace as a table, the rows that drop pixels marked."""
+    shown = format_trace(trace, short=short)
+    table_ui(shown, right=NUMBER_COLUMNS, marked=inexact_rows(shown), wrap=True)
+
+
 @st.cache_data(show_spinner=False)
 def exact_sizes(variant: str, lo: int, hi: int) -> list[int]:
     """Input sizes whose every conv/pool division is exact (nothing rounded away)."""
@@ -701,20 +707,20 @@ def _estimate_key(config) -> tuple:
     return tuple((f, str(d.get(f))) for f in fields) + (("options", str(sorted(config.variant_options.items()))),)
 
 
-# Every session's timings, so a new session shows a known one at once instead of
-# after its fragment's first tick (st.cache_data cannot be asked what it holds).
+# Every session's timings, the 64 newest: a new session shows a known one at once
+# instead of after its fragment's first tick (st.cache_data cannot be asked what it holds).
 _ESTIMATES: dict[tuple, float] = {}
 _ESTIMATES_KEPT = 64
 
 
-@st.cache_data(show_spinner=False, max_entries=_ESTIMATES_KEPT)
 def _estimate(key: tuple, config_dict: dict) -> float:
-    config = training.TrainConfig.from_dict(config_dict)
-    dataset = load_dataset(config.dataset, config.data_root, config.folder)
-    seconds = training.estimate_epoch_seconds(config, dataset=dataset)
-    _ESTIMATES[key] = seconds
-    while len(_ESTIMATES) > _ESTIMATES_KEPT:
-        _ESTIMATES.pop(next(iter(_ESTIMATES)))
+    seconds = _ESTIMATES.get(key)
+    if seconds is None:
+        config = training.TrainConfig.from_dict(config_dict)
+        dataset = load_dataset(config.dataset, config.data_root, config.folder)
+        seconds = _ESTIMATES[key] = training.estimate_epoch_seconds(config, dataset=dataset)
+        while len(_ESTIMATES) > _ESTIMATES_KEPT:
+            _ESTIMATES.pop(next(iter(_ESTIMATES)), None)
     return seconds
 
 
@@ -1032,11 +1038,6 @@ def _layout(fig, title: str, xtitle: str, ytitle: str, height: int = 380):
     return fig
 
 
-def _values(column: pd.Series, scale: float = 1.0) -> list[float | None]:
-    """A column as JSON numbers, a missing value as null (JSON has no NaN)."""
-    return [None if pd.isna(v) else float(v) * scale for v in column]
-
-
 # The Train page's two charts are built as plotly.js's JSON directly: plotly.py's
 # graph objects took 55-70 ms of server CPU per pair, and a watched run's charts are
 # built again every few seconds while it trains (bench/README.md, "Session 8").
@@ -1047,13 +1048,14 @@ def loss_chart(steps: pd.DataFrame, epochs: pd.DataFrame) -> dict:
     if not steps.empty:
         # a projector shows a few hundred points; more only cost the browser time
         shown = steps if len(steps) <= 500 else steps.iloc[:: len(steps) // 500 + 1]
-        traces.append({"type": "scatter", "x": _values(shown["step"]), "y": _values(shown["loss"]), "mode": "lines",
-                       "name": "training (per step)", "line": {"width": 2}})
+        traces.append({"type": "scatter", "x": lab_charts.json_numbers(shown["step"]),
+                       "y": lab_charts.json_numbers(shown["loss"]), "mode": "lines", "name": "training (per step)",
+                       "line": {"width": 2}})
     if not epochs.empty:
         for col, name, dash in (("val_loss", "validation", "dot"), ("test_loss", "test", "dash")):
             if col in epochs and epochs[col].notna().any():
-                traces.append({"type": "scatter", "x": _values(epochs["step"]), "y": _values(epochs[col]),
-                               "mode": "lines+markers", "name": f"{name} (per epoch)",
+                traces.append({"type": "scatter", "x": lab_charts.json_numbers(epochs["step"]),
+                               "y": lab_charts.json_numbers(epochs[col]), "mode": "lines+markers", "name": f"{name} (per epoch)",
                                "line": {"width": 3, "dash": dash}, "marker": {"size": 10}})
     return {"data": traces, "layout": _layout_of("Loss", "step", "cross-entropy loss")}
 
@@ -1063,8 +1065,8 @@ def accuracy_chart(epochs: pd.DataFrame) -> dict:
     if not epochs.empty:
         for col, name in (("train_acc", "training"), ("val_acc", "validation"), ("test_acc", "test")):
             if col in epochs and epochs[col].notna().any():
-                traces.append({"type": "scatter", "x": _values(epochs["epoch"]), "y": _values(epochs[col], 100.0),
-                               "mode": "lines+markers", "name": name, "line": {"width": 3}, "marker": {"size": 11}})
+                traces.append({"type": "scatter", "x": lab_charts.json_numbers(epochs["epoch"]),
+                               "y": lab_charts.json_numbers(epochs[col], 100.0), "mode": "lines+markers", "name": name, "line": {"width": 3}, "marker": {"size": 11}})
     layout = _layout_of("Accuracy per epoch", "epoch", "accuracy (%)")
     layout["xaxis"].update(dtick=1, rangemode="tozero")
     layout["yaxis"].update(range=[0, 101])

@@ -67,17 +67,11 @@ with left:
         ok, where = lab_ui.dataset_availability(name)
         (here if ok else missing).append((info, where))
     # One Markdown element per list: each element costs a first visit's browser a render of its own.
-    st.markdown(
-        "\n\n".join(["**Ready on this computer**"] + [
-            f":material/check_circle: **{info.title}** (`{info.name}`): {info.description}" for info, where in here
-        ])
-    )
-    if missing:
-        st.markdown(
-            "\n\n".join(["**Not here yet**"] + [
-                f":material/download: **{info.title}** (`{info.name}`): {info.description}" for info, where in missing
-            ])
-        )
+    for heading, icon, found in (("Ready on this computer", "check_circle", here), ("Not here yet", "download", missing)):
+        if found:
+            st.markdown("\n\n".join([f"**{heading}**"] + [
+                f":material/{icon}: **{info.title}** (`{info.name}`): {info.description}" for info, where in found
+            ]))
         with st.expander("How to get the others"):
             st.markdown(
                 "Online, the torchvision datasets download by themselves the first time a run uses them. "

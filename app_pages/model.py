@@ -59,8 +59,7 @@ if shapes_tab.open:
         except Exception as exc:
             lab_ui.error_ui("The shape trace could not be computed for this size.", exc)
         else:
-            shown = lab_ui.format_trace(trace)
-            lab_ui.table_ui(shown, right=lab_ui.NUMBER_COLUMNS, marked=lab_ui.inexact_rows(shown), wrap=True)
+            lab_ui.trace_ui(trace)
         exact = lab_ui.exact_sizes(sel.variant, lo, hi)
         if exact:
             st.markdown(
@@ -85,8 +84,7 @@ if q_tab.open:
                 except Exception as exc:
                     lab_ui.error_ui(f"{q_variant} cannot take {size}x{size}.", exc)
                     continue
-                shown = lab_ui.format_trace(trace, short=True)
-                lab_ui.table_ui(shown, marked=lab_ui.inexact_rows(shown), wrap=True)
+                lab_ui.trace_ui(trace, short=True)
 
 if all_tab.open:
     with all_tab:
