@@ -190,11 +190,12 @@ async function poll(feed) {
   if (!document.hidden && performance.now() - feed.chartsAt >= live.charts_every_ms) {
     url.searchParams.set("since", feed.chartsVersion);
   }
-  let active = true;
+  let active = true, answered = false;
   try {
     const answer = await fetch(url, { cache: "no-store" });
     if (answer.ok) {
       const news = await answer.json();
+      answered = true;
       if (news.charts) {
         feed.chartsVersion = news.version;
         feed.chartsAt = performance.now();
@@ -203,9 +204,14 @@ async function poll(feed) {
       for (const listener of [...feed.subscribers]) listener(news);
     }
   } catch (error) {
-    // Unreachable (a proxy that knows no such path): the fragment's reruns still refresh the view.
+    // no answer, or not the lab's: counted below
   }
-  feed.timer = active && feed.subscribers.size ? setTimeout(() => poll(feed), feed.live.every_ms) : 0;
+  // Unreachable three times running (a proxy that does not forward _lab/): the page is
+  // told once, and its fragments take over the refreshing (lab_pacing.py).
+  feed.failures = answered ? 0 : (feed.failures || 0) + 1;
+  if (feed.failures === 3) for (const listener of [...feed.subscribers]) listener({ unreachable: true });
+  const every = feed.failures >= 3 ? 10 * feed.live.every_ms : feed.live.every_ms;  // and asks less often
+  feed.timer = active && feed.subscribers.size ? setTimeout(() => poll(feed), every) : 0;
 }
 
 function progress(parentElement, data, setTriggerValue) {
@@ -228,6 +234,14 @@ function progress(parentElement, data, setTriggerValue) {
   line.labAsked = undefined;
   line.labUnsubscribe?.();
   line.labUnsubscribe = data.live ? subscribe(data.live, (news) => {
+    // The poll stopped reaching the server, or reaches it again: the page switches
+    // who refreshes it (asked once each way).
+    const reach = !news.unreachable === !data.live.unreachable ? undefined : news.unreachable ? "unreachable" : "reachable";
+    if (reach && line.labAsked !== reach) {
+      line.labAsked = reach;
+      setTriggerValue("changed", reach);
+    }
+    if (news.unreachable) return;
     show(news);
     // The run started, stopped or finished, or the audience changed the pace: the
     // fragment reruns now (asked once; its rerun draws this line again).
@@ -398,12 +412,13 @@ class Live:
     scale: int  # lab_pacing.refresh_scale of the audience when the page was drawn
     every_s: float
     charts_every_s: float
+    unreachable: bool = False  # the poll could not reach the server: the fragments refresh the page
 
     def data(self, part: str | None = None) -> dict:
         return {
             "url": _base() + "/" + lab_server.LIVE_PATH + self.run_id, "viewer": self.viewer, "version": self.version,
             "active": self.active, "scale": self.scale, "every_ms": round(1000 * self.every_s),
-            "charts_every_ms": round(1000 * self.charts_every_s), "part": part,
+            "charts_every_ms": round(1000 * self.charts_every_s), "part": part, "unreachable": self.unreachable,
         }
 
 
@@ -411,16 +426,19 @@ def _changed() -> None:
     """Nothing to do: the trigger's own rerun is the point."""
 
 
-def progress(fraction: float, text: str, *, step: int, state: str, live: Live, key: str) -> None:
+def progress(fraction: float, text: str, *, step: int, state: str, live: Live, key: str) -> bool | None:
     """A progress line like st.progress's, which the page keeps up to date by polling
     while ``live.active``. When the poll sees the run's state or its audience's pace
-    change, the script reruns (inside a fragment, the fragment)."""
-    _component(
+    change, the script reruns (inside a fragment, the fragment). In the rerun the
+    poll asked for because it could not reach the server, True; because it reaches it
+    again after that, False; otherwise None."""
+    result = _component(
         key=key,
         data={"kind": "progress", "fraction": min(max(float(fraction), 0.0), 1.0), "text": text, "step": int(step),
               "state": state, "live": live.data()},
         on_changed_change=_changed,
     )
+    return {"unreachable": True, "reachable": False}.get(getattr(result, "changed", None))
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,13 @@ page has three clocks:
 - the two charts redraw from that poll at most every ``CHARTS_EVERY_S`` (plotly.js
   redraws a whole chart for one new point: about 40 ms each);
 - the Streamlit fragment around them reruns every ``RERUN_EVERY_S``: the poll
-  already reruns it when the run's state changes, so this is the safety net, and
-  the refresh where a proxy keeps the poll from the server.
+  already reruns it when the run's state changes, so this is only a safety net
+  (each rerun is a React render of the page: 0.3-0.5 s of the renderer's CPU
+  on the 2-core machine, bench/README.md "Session 8"). Where the poll cannot
+  reach the server (a proxy that does not forward ``_lab/``), the page says so
+  and the fragments take over the refreshing, every ``UNREACHABLE_RERUN_EVERY_S``
+  for the status and every ``CHARTS_EVERY_S`` for the charts, until the poll
+  answers again (it keeps asking, ten times less often).
 
 Measured on the 2-core machine over 20 s of a watched run training
 (bench/README.md, "Session 7"), alternated: Chromium used 0.10 of a core when
@@ -18,9 +23,9 @@ two fragments did the work (the status every 2 s, the charts every 5 s; each
 rerun a React render of the page, 70-130 ms), 0.05 with the poll; the server
 0.026 and 0.020.
 
-The poll's and the charts' intervals grow with the audience; the fragment's do
-not (a rerun costs the server about 25 ms: every 15 s, twenty viewers' take
-0.03 of a core). Up to ``FREE_VIEWERS`` sessions refresh at the base rate;
+The poll's and the charts' intervals grow with the audience, and so do the
+fragments' where they stand in for the poll; the safety net's does not (a rerun
+costs the server about 25 ms: every 60 s, twenty viewers' take 0.01 of a core). Up to ``FREE_VIEWERS`` sessions refresh at the base rate;
 beyond that every session slows by the power of two that keeps the total near
 ``FREE_VIEWERS`` sessions' worth (twenty viewers: 8x). Powers of two, so that an audience growing one by one changes the pace of a page only a
 few times (each change is a full rerun of that page).
@@ -38,7 +43,8 @@ import time
 # The base rate, for one viewer.
 POLL_EVERY_S = 1
 CHARTS_EVERY_S = 5
-RERUN_EVERY_S = 15
+RERUN_EVERY_S = 60
+UNREACHABLE_RERUN_EVERY_S = 2
 
 FREE_VIEWERS = 3
 MAX_SCALE = 16

@@ -1110,7 +1110,13 @@ def _live(run_id: str, polling: bool, scale: int, version: int) -> lab_charts.Li
     return lab_charts.Live(
         run_id=run_id, viewer=_session_key(), version=version, active=polling, scale=scale,
         every_s=lab_pacing.POLL_EVERY_S * scale, charts_every_s=lab_pacing.CHARTS_EVERY_S * scale,
+        unreachable=_poll_unreachable(),
     )
+
+
+def _poll_unreachable() -> bool:
+    """The page's poll could not reach the server (lab_charts): the fragments refresh it."""
+    return st.session_state.get("_poll_unreachable", False)
 
 
 def live_payload(run_id: str, viewer: str, since: int | None) -> bytes:
@@ -1155,10 +1161,13 @@ def live_view(run_id: str, polling: bool, scale: int = 1) -> None:
     head, controls = st.columns([5, 2])  # wide enough for "See its predictions" at 1280 pixels
     with head:
         st.markdown(f"#### {icon} Run `{run_id}` is **{state}**")
-        lab_charts.progress(
+        unreachable = lab_charts.progress(
             fraction, text or state, step=int(status.get("step") or 0), state=state,
             live=_live(run_id, polling, scale, run_metrics(run_id).refresh()), key=f"progress:{run_id}",
         )
+    if unreachable is not None and unreachable != _poll_unreachable():
+        st.session_state["_poll_unreachable"] = unreachable
+        st.rerun(scope="app")  # the fragments' timers are set by the page's full run
     with controls:
         if state in ACTIVE_STATES:
             if st.button("Stop", icon=":material/stop:", key=f"stop:{run_id}", width="stretch", help="Stops after the current step and saves a checkpoint."):
@@ -1235,9 +1244,13 @@ def watch_ui(frame: pd.DataFrame) -> None:
     run_id = pick_run_ui(ids, frame)
     polling = dict(zip(frame["id"], frame["state"])).get(run_id) in ACTIVE_STATES
     scale = lab_pacing.refresh_scale(_watching(run_id)) if polling else 1
-    st.fragment(live_view, run_every=lab_pacing.RERUN_EVERY_S if polling else None)(run_id, polling, scale)
-    # No timer of its own: the charts follow the poll, and a change of state reruns the whole page.
-    st.fragment(live_charts)(run_id, polling, scale)
+    # The poll refreshes the view and reruns the fragment when the run's state changes:
+    # the fragment's own timer is a safety net, and the charts have none. Where the poll
+    # cannot reach the server, the fragments do the refreshing themselves (lab_pacing.py).
+    unreachable = polling and _poll_unreachable()
+    every = lab_pacing.UNREACHABLE_RERUN_EVERY_S * scale if unreachable else lab_pacing.RERUN_EVERY_S
+    st.fragment(live_view, run_every=every if polling else None)(run_id, polling, scale)
+    st.fragment(live_charts, run_every=lab_pacing.CHARTS_EVERY_S * scale if unreachable else None)(run_id, polling, scale)
 
 
 # --------------------------------------------------------------------------

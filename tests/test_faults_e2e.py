@@ -154,6 +154,54 @@ def assert_charts_hold_the_whole_run(pg, run_id: str, runs_dir: Path) -> None:
         assert acc[name] == want_epochs, (name, acc[name], want_epochs)
 
 
+# --------------------------------------------------------------------------- a proxy that hides _lab/
+
+
+def test_a_page_whose_poll_cannot_reach_the_server_refreshes_by_fragment_reruns(lab, server, browser):
+    """A proxy that forwards Streamlit's paths but not the lab's poll: after three
+    unanswered polls the page says so once, and its fragments take over, the status
+    every few seconds and the charts every CHARTS_EVERY_S, long before the safety
+    net's RERUN_EVERY_S."""
+    from alexnet_core import training
+
+    runs_dir = lab / "runs"
+    run_id = runs.launch(training.get_recipe("quick").make_config(epochs=60), runs_dir)
+    pg = new_page(browser)
+    reruns = []  # what the page sends on Streamlit's websocket: a rerun request, fragment or trigger
+    pg.on("websocket", lambda ws: ws.on("framesent", lambda frame: reruns.append(time.monotonic())))
+    refused = []
+    pg.route("**/_lab/live/**", lambda route: (refused.append(route.request.url), route.abort()))
+    pg.goto(f"{server.url}/train?run={run_id}")
+    expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
+    bar = progress(pg)
+    expect(bar).to_contain_text(re.compile(r"step [1-9]"))
+    expect(pg.locator(DRAWN_CHART)).to_have_count(2)
+    seen = bar.inner_text()
+    steps = len(chart_xs(pg)["Loss"][0]["x"])
+    budget_ms = lab_pacing.RERUN_EVERY_S * 1000 // 2
+    expect(bar).not_to_have_text(seen, timeout=budget_ms)
+    wait_for_chart(pg, "Loss", "training (per step)", "x.length > arg", arg=steps, timeout=budget_ms)
+    assert len(refused) >= 3, refused  # every poll was refused: the fragments did the refreshing
+    assert reruns, "no fragment rerun was asked for"
+
+    # The proxy forwards the poll again: the page goes back to the poll alone, and
+    # its fragments stop rerunning (the status line still moves, with no rerun sent).
+    pg.unroute("**/_lab/live/**")
+    pg.wait_for_event("response", lambda r: "/_lab/live/" in r.url and r.ok)
+
+    deadline = time.monotonic() + budget_ms / 1000
+    while True:
+        asked = len(reruns)
+        for _ in range(4):  # about four seconds of polls; the fragments reran every two
+            seen = bar.inner_text()
+            expect(bar).not_to_have_text(seen)
+        if len(reruns) == asked:
+            break
+        assert time.monotonic() < deadline, f"the fragments still rerun: {len(reruns) - asked} requests in the last window"
+    assert_no_errors(pg)
+    runs.stop(run_id, runs_dir)
+
+
 # --------------------------------------------------------------------------- a. the server restarts
 
 
