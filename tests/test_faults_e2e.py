@@ -7,6 +7,8 @@
   watches it: the page says ``interrupted`` within seconds and offers Resume,
   which finishes the run.
 - Two quick clicks on Launch in the browser make one run.
+- A proxy that does not forward the page's poll (``_lab/live/``): the page's
+  fragments refresh it instead, and the poll takes over again once it answers.
 
 Each test starts its own server on a loopback port with its run store in a
 temporary folder, waits only on visible text, files or endpoints, and stops
