@@ -263,6 +263,12 @@ def untrained_model(variant: str, in_channels: int, num_classes: int, input_size
     return model.eval()
 
 
+@st.cache_resource(show_spinner=False, max_entries=6)
+def run_start_model(run_id: str, num_classes: int):
+    """The weights a run started from, before its first step (training.initial_model)."""
+    return training.initial_model(runs.read_config(run_id), num_classes)
+
+
 @st.cache_resource(show_spinner="Loading the run's weights…", max_entries=6)
 def _run_model(run_id: str, which: str, stamp: float):
     model, config = runs.load_model(run_id, which=which)
@@ -563,7 +569,7 @@ def feature_maps_section_ui(sel: Selection, in_channels: int, num_classes: int) 
             help=f"Runs of {sel.variant} on {sel.dataset} with saved weights (best.pt).",
         )
     size = sel.input_size
-    trained = None
+    trained = config = None
     if source != "none":
         try:
             trained, config = run_model(source)
@@ -572,7 +578,11 @@ def feature_maps_section_ui(sel: Selection, in_channels: int, num_classes: int) 
             error_ui(f"The weights of run {source} could not be loaded.", exc)
             trained = None
     try:
-        untrained = untrained_model(sel.variant, in_channels, ds.num_classes, size)
+        # With a run: the very weights it started from (its seed), so what differs is what training changed.
+        if trained is not None:
+            untrained = run_start_model(source, ds.num_classes)
+        else:
+            untrained = untrained_model(sel.variant, in_channels, ds.num_classes, size)
         x = data.prepare_batch(
             ds.test_x[index : index + 1], in_channels=in_channels, size=size, mean=ds.mean, std=ds.std,
             device=torch.device("cpu"),
@@ -589,21 +599,27 @@ def feature_maps_section_ui(sel: Selection, in_channels: int, num_classes: int) 
         f"Test image **#{index}** (a **{label}**), resized to {size}x{size}. Each square below is one channel "
         "of a conv layer's output after its ReLU: bright where the filter responds. "
         + (
-            "Left: the **untrained** net (random filters). Right: the same layer with the weights of run "
-            f"**{source}**: compare which channels light up once the filters have learned."
+            f"Left: run **{source}** before its first step (random filters, seed {config.seed}). Middle: the "
+            "same layer after training. Right: **what training changed**, the difference between the two on "
+            "one scale per layer: black where a channel responds as it did."
             if maps_t is not None
             else f"These come from the **untrained** net. Train {sel.variant} on {sel.dataset} to compare with learned filters."
         )
     )
     for name, fmap in maps_u.items():
         c, h, w = fmap.shape
-        st.markdown(f"**{name}**: {c} channels of {h}x{w}" + (f" (first 64 shown)" if c > 64 else ""))
+        head = f"**{name}**: {c} channels of {h}x{w}" + (" (first 64 shown)" if c > 64 else "")
         if maps_t is None:
+            st.markdown(head)
             st.image(predict.channel_grid(fmap, cell=40), width=min(900, 60 * 8 + 40))
             continue
-        a, b = st.columns(2)
-        a.image(predict.channel_grid(fmap, cell=40), caption="untrained", width="stretch")
-        b.image(predict.channel_grid(maps_t[name], cell=40), caption=f"trained ({source})", width="stretch")
+        after = maps_t[name]
+        st.markdown(f"{head} · training changed its response by **{anatomy.response_change(fmap, after):.0%}**")
+        a, b, d = st.columns(3)
+        a.image(predict.channel_grid(fmap, cell=40), caption="before training", width="stretch")
+        b.image(predict.channel_grid(after, cell=40), caption="after training", width="stretch")
+        d.image(predict.channel_grid((after - fmap).abs(), cell=40, shared_scale=True), caption="what changed",
+                width="stretch")
 
 
 # --------------------------------------------------------------------------

@@ -201,6 +201,15 @@ def feature_maps(model: nn.Module, image: torch.Tensor, layers: list[str] | None
     return FeatureMaps({k: v[0] for k, v in captured.items()}, logits[0])
 
 
+def response_change(before: torch.Tensor, after: torch.Tensor) -> float:
+    """How much a layer's response to one image changed, as ||after - before|| / ||before||
+    (0: the same; 1: a change as large as the response itself)."""
+    before, after = before.detach().float(), after.detach().float()
+    if before.shape != after.shape:
+        raise ValueError(f"the two responses differ in shape: {tuple(before.shape)} and {tuple(after.shape)}")
+    return float(torch.linalg.vector_norm(after - before) / torch.linalg.vector_norm(before).clamp_min(1e-12))
+
+
 def _conv_relus(model: nn.Module) -> list[str]:
     """Names of the activation after each conv: what a conv layer 'sees'."""
     names, after_conv = [], False

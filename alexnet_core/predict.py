@@ -154,12 +154,15 @@ def tile_image(x, correct: bool | None, *, target: int = 112, border: int | None
 
 
 def channel_grid(
-    fmap, *, max_channels: int = 64, cell: int = 48, pad: int = 2, columns: int | None = None
+    fmap, *, max_channels: int = 64, cell: int = 48, pad: int = 2, columns: int | None = None,
+    shared_scale: bool = False,
 ) -> np.ndarray:
     """A feature map (C, H, W) as one grayscale grid image (uint8), one cell per channel.
 
-    Each channel is scaled to its own min..max so weak channels stay visible;
-    cells are upscaled with nearest neighbour to about ``cell`` pixels.
+    Each channel is scaled to its own min..max so weak channels stay visible, or,
+    with ``shared_scale``, every channel to the whole map's (a difference map: a
+    channel that did not change stays black). Cells are upscaled with nearest
+    neighbour to about ``cell`` pixels.
     """
     t = fmap.detach().float().cpu() if isinstance(fmap, torch.Tensor) else torch.as_tensor(fmap).float()
     if t.ndim == 4:
@@ -168,8 +171,9 @@ def channel_grid(
         t = t[None]
     t = t[:max_channels]
     c, h, w = t.shape
-    lo = t.amin(dim=(1, 2), keepdim=True)
-    hi = t.amax(dim=(1, 2), keepdim=True)
+    dims = (0, 1, 2) if shared_scale else (1, 2)
+    lo = t.amin(dim=dims, keepdim=True)
+    hi = t.amax(dim=dims, keepdim=True)
     t = ((t - lo) / (hi - lo).clamp_min(1e-8) * 255).round().to(torch.uint8).numpy()
     factor = upscale_factor(h, w, cell)
     t = t.repeat(factor, axis=1).repeat(factor, axis=2)

@@ -751,11 +751,11 @@ def load_data(config: TrainConfig) -> "data.Dataset":
         raise ConfigError(str(exc)) from None
 
 
-def _model_args(config: TrainConfig, dataset: "data.Dataset") -> dict:
+def _model_args(config: TrainConfig, num_classes: int) -> dict:
     # The dataset is adapted to the variant (channel repeat/average, resize), not the other way round.
     return {
         "in_channels": variants.get_spec(config.variant).in_channels,
-        "num_classes": int(dataset.num_classes),
+        "num_classes": int(num_classes),
         "input_size": config.resolved_input_size,
     }
 
@@ -765,6 +765,15 @@ def _build_model(config: TrainConfig, model_args: dict) -> nn.Module:
         return variants.get_model(config.variant, **model_args, **config.variant_options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+
+
+def initial_model(config: TrainConfig, num_classes: int) -> nn.Module:
+    """The network a run of ``config`` on a dataset of ``num_classes`` starts from: its
+    weights before the first step (the trainer's seed and arguments), on the CPU, in
+    eval mode. The caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _build_model(config, _model_args(config, num_classes)).eval()
 
 
 def _build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -877,7 +886,7 @@ class _Trainer:
         self.train_idx = train_idx.to(self.device)
         self.val_x, self.val_y = ds.train_x[val_idx], ds.train_y[val_idx]
         self.test_x, self.test_y = ds.test_x, ds.test_y
-        self.model_args = _model_args(config, ds)
+        self.model_args = _model_args(config, ds.num_classes)
         self.batch_kwargs = dict(
             in_channels=self.model_args["in_channels"], size=self.model_args["input_size"],
             mean=ds.mean, std=ds.std, device=self.device, channels_last=self.channels_last,
@@ -1265,7 +1274,7 @@ def estimate_epoch_seconds(config: TrainConfig, steps: int = 3, *, dataset: "dat
     n_train, n_val = split_sizes(config, len(dataset.train_y))
     device = resolve_device(config.device)
     channels_last = config.resolved_channels_last(device)
-    args = _model_args(config, dataset)
+    args = _model_args(config, dataset.num_classes)
     batch_kwargs = dict(
         in_channels=args["in_channels"], size=args["input_size"], mean=dataset.mean, std=dataset.std,
         device=device, channels_last=channels_last,

@@ -8,6 +8,7 @@ from alexnet_core.anatomy import (
     check_input_size,
     compare_variants,
     feature_maps,
+    response_change,
     forward_shapes,
     layer_table,
     shape_trace,
@@ -113,3 +114,13 @@ def test_compare_variants_has_every_variant():
     table = compare_variants(3, 10)
     assert list(table["variant"]) == list_models()
     assert (table["params"] > 0).all() and (table["min_input"] <= table["native_input"]).all()
+
+
+def test_response_change_is_relative_to_the_response_before():
+    before = torch.rand(4, 5, 5) + 0.1
+    assert response_change(before, before.clone()) == 0.0
+    assert response_change(before, 2 * before) == pytest.approx(1.0)
+    assert response_change(before, before + 0.5 * before) == pytest.approx(0.5)
+    assert response_change(torch.zeros(2, 3, 3), torch.ones(2, 3, 3)) > 1e6  # nothing before: anything is a huge change
+    with pytest.raises(ValueError, match="shape"):
+        response_change(before, before[:2])

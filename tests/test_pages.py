@@ -7,6 +7,7 @@ real training processes on the bundled digits, one epoch each.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -158,6 +159,21 @@ def test_all_variants_show_the_speed_a_run_measured_here(ui_lab, finished_run):
     size = runs.read_config(finished_run).resolved_input_size
     assert f'<td class="num">{rate:,.0f} at {size} px</td>' in at.html[0].value  # the quick recipe's mnist, not at 28
     assert any("images/s here" in c.value for c in at.main.caption)
+
+
+def test_feature_maps_compare_a_run_with_the_weights_it_started_from(ui_lab, finished_run):
+    at = open_page("model", variant="mnist", dataset="digits", model_view="Feature maps")
+    no_errors(at)
+    assert at.selectbox(key="fm_run").value == finished_run  # its newest run with weights, chosen for you
+    layers = [m.value for m in at.markdown if "training changed its response by" in m.value]
+    assert len(layers) == 5, layers  # the mnist net's five conv layers
+    changes = [float(re.search(r"by \*\*(\d+)%", text).group(1)) for text in layers]
+    assert all(change > 0 for change in changes), changes  # one epoch of training moved every layer
+    captions = [img.caption for image in at.get("image") for img in image.proto.imgs]
+    assert captions.count("what changed") == 5 and captions.count("before training") == 5, captions
+    at.selectbox(key="fm_run").set_value("none").run()
+    no_errors(at)
+    assert not any("training changed" in m.value for m in at.markdown)  # the untrained net alone
 
 
 # ---------------------------------------------------------------- training from the page

@@ -111,6 +111,15 @@ def test_tile_keeps_colour_images():
     assert tuple(tile[10, 10]) == (255, 0, 0)
 
 
+def test_channel_grid_scales_each_channel_or_the_whole_map():
+    ramp = torch.linspace(0, 1, 9).reshape(3, 3)
+    fmap = torch.stack([0.1 * ramp, ramp])  # a weak channel and a strong one
+    own = predict.channel_grid(fmap, cell=3, pad=0, columns=2)
+    shared = predict.channel_grid(fmap, cell=3, pad=0, columns=2, shared_scale=True)
+    assert own[:, :3].max() == own[:, 3:].max() == 255  # each to its own range: the weak one shows
+    assert shared[:, 3:].max() == 255 and shared[:, :3].max() == 26  # one range: the weak one stays dark
+
+
 def test_channel_grid_one_cell_per_channel():
     fmap = torch.randn(10, 5, 5)
     grid = predict.channel_grid(fmap, cell=10, pad=2)

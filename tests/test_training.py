@@ -183,6 +183,21 @@ def test_same_seed_repeats_exactly(tmp_path):
     assert losses(tmp_path / "c", 1) != first
 
 
+def test_initial_model_is_the_weights_a_run_starts_from(tmp_path):
+    config = tiny(seed=3)
+    trainer = training._Trainer(config, tmp_path, resume=False, progress=None)
+    trainer.setup()  # what train() does before its first step
+    rng = torch.get_rng_state()
+    start = training.initial_model(config, num_classes=10)
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's random state is untouched
+    assert not start.training
+    started = trainer.model.state_dict()
+    assert start.state_dict().keys() == started.keys()
+    assert all(torch.equal(value, started[name].cpu()) for name, value in start.state_dict().items())
+    other = training.initial_model(tiny(seed=4), num_classes=10).state_dict()
+    assert not all(torch.equal(value, other[name]) for name, value in start.state_dict().items())
+
+
 def test_stop_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "STEP_EVENT_INTERVAL_S", 0.0)  # an event every step, however fast the device
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
