@@ -689,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     load_before = os.getloadavg()
+    procstat.adopt_orphans()  # Chromium's helpers outlive its main process: keep them counted as ours
     run_load = procstat.OtherLoad()
     peak = matmul_peak(1024 if args.quick else 2048, 4 if args.quick else 8)
     peak["readings"] = [peak["best"]]

@@ -3,6 +3,7 @@
 ``OtherLoad`` tells the benchmark's own work (this process and everything it
 started: training processes, the Streamlit server, Chromium) apart from the
 rest of the machine, so a row is marked busy only when something else ran.
+``adopt_orphans`` keeps processes whose parent exits before them in that tree.
 Elsewhere (no /proc) every reading is None and nothing is marked.
 """
 
@@ -85,6 +86,25 @@ def wait_quiet(max_cores: float = 0.3, window_s: float = 0.25, timeout_s: float 
         cores = (after - before) / (time.monotonic() - start)
         if cores < max_cores or time.monotonic() > deadline:
             return cores
+
+
+def adopt_orphans() -> bool:
+    """Make this process the reaper of its descendants' orphans (Linux's child
+    subreaper), so that they stay in its tree: Chromium's helper processes outlive
+    the browser's main process when it closes, and re-parented to init they took
+    their CPU seconds out of the tree, which then read as other work. They stay
+    zombies until this process exits; a zombie's CPU seconds still count. False
+    where the call is not available."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
 class OtherLoad:

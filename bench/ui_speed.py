@@ -298,9 +298,7 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
                     page.goto(f"{server.url}/train?run={run_id}", wait_until="commit")
                     return context.close
 
-                # Other work over the runs alone, read before the browser closes: Chromium's
-                # helpers outlive its main process, are re-parented to init and take their
-                # CPU seconds out of the benchmark's tree, which would read as other work.
+                # Other work over the runs alone, not the browser's start and close.
                 load = OtherLoad()
                 for _ in range(rounds):
                     for label, watcher, into in (("unwatched", None, unwatched), ("watched", watch, watched)):
