@@ -72,6 +72,7 @@ with left:
             st.markdown("\n\n".join([f"**{heading}**"] + [
                 f":material/{icon}: **{info.title}** (`{info.name}`): {info.description}" for info, where in found
             ]))
+    if missing:
         with st.expander("How to get the others"):
             st.markdown(
                 "Online, the torchvision datasets download by themselves the first time a run uses them. "

@@ -421,6 +421,7 @@ def test_home_lists_the_datasets_here_and_those_to_get(ui_lab):
     assert len(ready) == len(missing) == 1  # one element per list
     assert "(`digits`)" in ready[0]  # bundled with scikit-learn
     assert "(`cifar10`)" in missing[0] and "(`cifar10`)" not in ready[0]  # nothing downloads in a test
+    assert [e.label for e in at.expander].count("How to get the others") == 1  # once, below what is missing
 
 
 def test_quick_demo_button_launches_and_goes_to_train(ui_lab):
