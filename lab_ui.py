@@ -255,12 +255,13 @@ def model_io(sel: Selection) -> tuple[int, int]:
 
 @st.cache_resource(show_spinner="Building the network…", max_entries=8)
 def untrained_model(variant: str, in_channels: int, num_classes: int, input_size: int):
-    """A freshly initialised network (seed 0), in eval mode."""
+    """A freshly initialised network (seed 0), in eval mode; the server's random state
+    is left as it was (as training.initial_model leaves it)."""
     import torch
 
-    torch.manual_seed(0)
-    model = variants.get_model(variant, in_channels, num_classes, input_size)
-    return model.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return variants.get_model(variant, in_channels, num_classes, input_size).eval()
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)
