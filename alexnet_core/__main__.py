@@ -5,6 +5,7 @@
     summary --variant V --dataset D [--input-size N]   layer table and shape trace
     recipes                       the named training presets
     train [--recipe R] [--variant V --dataset D --epochs N ...] [--detach] [--runs-dir DIR]
+                                  one flag per TrainConfig setting (config.SETTINGS): train --help
     runs                          every run with its state and accuracy
     stop ID | resume ID | eval ID [--which best|last]
 
@@ -165,12 +166,12 @@ def cmd_variants(args) -> int:
 def cmd_datasets(args) -> int:
     import pandas as pd
 
-    from alexnet_core import data
+    from alexnet_core import datasets
 
     rows = []
-    for name in data.list_datasets():
-        info = data.get_info(name)
-        ok, where = data.availability(name, args.data_root, folder=args.folder)
+    for name in datasets.list_datasets():
+        info = datasets.get_info(name)
+        ok, where = datasets.availability(name, args.data_root, folder=args.folder)
         rows.append({
             "name": name, "images": f"{info.channels}x{info.image_size}x{info.image_size}",
             "classes": info.num_classes if info.num_classes is not None else "-",
@@ -183,11 +184,11 @@ def cmd_datasets(args) -> int:
 def cmd_summary(args) -> int:
     import pandas as pd
 
-    from alexnet_core import anatomy, data, variants
+    from alexnet_core import anatomy, datasets, variants
 
     try:
         spec = variants.get_spec(args.variant)
-        info = data.get_info(args.dataset)
+        info = datasets.get_info(args.dataset)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     size = args.input_size or spec.input_size
@@ -214,11 +215,11 @@ def cmd_summary(args) -> int:
 def cmd_recipes(args) -> int:
     import pandas as pd
 
-    from alexnet_core import training
+    from alexnet_core.config import get_recipe, list_recipes
 
     rows = []
-    for name in training.list_recipes():
-        recipe = training.get_recipe(name)
+    for name in list_recipes():
+        recipe = get_recipe(name)
         c = recipe.config
         rows.append({
             "name": name, "variant": c.variant, "dataset": c.dataset, "input": c.resolved_input_size,
@@ -229,31 +230,40 @@ def cmd_recipes(args) -> int:
     return 0
 
 
-_CONFIG_FLAGS = {
-    # flag: (TrainConfig field, type)
-    "--variant": ("variant", str),
-    "--dataset": ("dataset", str),
-    "--input-size": ("input_size", int),
-    "--epochs": ("epochs", int),
-    "--batch-size": ("batch_size", int),
-    "--optimizer": ("optimizer", str),
-    "--lr": ("lr", float),
-    "--momentum": ("momentum", float),
-    "--weight-decay": ("weight_decay", float),
-    "--schedule": ("schedule", str),
-    "--step-size": ("step_size", int),
-    "--gamma": ("gamma", float),
-    "--label-smoothing": ("label_smoothing", float),
-    "--crop-padding": ("crop_padding", int),
-    "--rotation": ("rotation", float),
-    "--val-fraction": ("val_fraction", float),
-    "--seed": ("seed", int),
-    "--device": ("device", str),
-    "--threads": ("threads", int),
-    "--data-root": ("data_root", str),
-    "--folder": ("folder", str),
-}
-_CONFIG_SWITCHES = {"--flip": "flip", "--channels-last": "channels_last"}
+def setting_flag_help(setting) -> str:
+    """A setting's help with its range or choices, for ``--help``."""
+    if setting.choices is not None:
+        return f"{setting.help} One of: {', '.join(setting.choice_list())}."
+    bounds = setting.bounds_text()
+    return f"{setting.help} From {bounds}." if bounds else setting.help
+
+
+class _SettingsHelp(argparse.HelpFormatter):
+    """Writes a setting flag's help when help is shown: the variant and dataset
+    choices come from their registries, which import torch (a queued worker,
+    which parses its flags too, must not)."""
+
+    def _get_help_string(self, action):
+        setting = getattr(action, "setting", None)
+        if setting is None:
+            return super()._get_help_string(action)
+        return setting_flag_help(setting).replace("%", "%%")
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, settings) -> None:
+    """One flag per setting that has one (``Setting.flag``); each defaults to None: not given."""
+    for setting in settings:
+        if not setting.flag:
+            continue
+        if setting.kind is bool:
+            action = parser.add_argument(
+                setting.flag_name, dest=setting.name, action=argparse.BooleanOptionalAction, default=None,
+                help=setting.help)
+        else:
+            action = parser.add_argument(
+                setting.flag_name, dest=setting.name, type=setting.kind, default=None, help=setting.help,
+                metavar=setting.name.upper())
+        action.setting = setting
 
 
 def _option_value(text: str):
@@ -265,21 +275,19 @@ def _option_value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def config_from_args(args):
-    """One TrainConfig from the parsed flags: the recipe's (or the defaults) with the given flags on top."""
-    from alexnet_core import training
+def config_from_args(args, settings=None, config_class=None):
+    """One TrainConfig from the parsed flags: the recipe's (or the defaults) with the given flags on top.
 
-    base = training.get_recipe(args.recipe).make_config() if args.recipe else training.TrainConfig()
-    changes = {}
-    for flag, (name, _) in _CONFIG_FLAGS.items():
-        value = getattr(args, name)
-        if value is not None:
-            changes[name] = value
-    for flag, name in _CONFIG_SWITCHES.items():
-        value = getattr(args, name)
-        if value is not None:
-            changes[name] = value
-    if args.option:
+    Not validated here: ``runs.create_run`` validates a launch.
+    """
+    from alexnet_core.config import SETTINGS, TrainConfig, get_recipe
+
+    settings = SETTINGS if settings is None else settings
+    config_class = config_class or TrainConfig
+    recipe = getattr(args, "recipe", None)
+    base = get_recipe(recipe).make_config() if recipe else config_class()
+    changes = {s.name: getattr(args, s.name) for s in settings if s.flag and getattr(args, s.name) is not None}
+    if getattr(args, "option", None):
         options = dict(base.variant_options)
         for item in args.option:
             key, sep, value = item.partition("=")
@@ -287,7 +295,7 @@ def config_from_args(args):
                 raise BadInput(f"--option takes KEY=VALUE (e.g. --option groups=2), got {item!r}.")
             options[key] = _option_value(value)
         changes["variant_options"] = options
-    return dataclasses.replace(base, **changes).validate()
+    return dataclasses.replace(base, **changes)
 
 
 def cmd_train(args) -> int:
@@ -396,7 +404,11 @@ def cmd_eval(args) -> int:
 # Parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(settings=None) -> argparse.ArgumentParser:
+    """The CLI's parser; ``settings`` (default ``config.SETTINGS``) make the train command's flags."""
+    from alexnet_core.config import SETTINGS
+
+    settings = SETTINGS if settings is None else settings
     parser = _Parser(prog="python -m alexnet_core", description="AlexNet Lab from the command line.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
@@ -420,13 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", help="list the training recipes")
     p.set_defaults(func=cmd_recipes)
 
-    p = sub.add_parser("train", help="train in the foreground (or --detach)", description=(
+    p = sub.add_parser("train", help="train in the foreground (or --detach)", formatter_class=_SettingsHelp, description=(
         "Train a model. Flags override the recipe's settings (or the defaults)."))
     p.add_argument("--recipe", help="start from a named recipe (see: recipes)")
-    for flag, (name, kind) in _CONFIG_FLAGS.items():
-        p.add_argument(flag, dest=name, type=kind, default=None)
-    for flag, name in _CONFIG_SWITCHES.items():
-        p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+    add_setting_flags(p, settings)
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a variant option, e.g. groups=2 for paper")
     p.add_argument("--detach", action="store_true", help="start in the background and print the run id")
     runs_dir(p)
@@ -457,9 +466,10 @@ def _is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, (BadInput, ValueError)):  # ConfigError and RunError are ValueErrors
         return True
     # Imported only now: the worker mode must not load torch while it waits in the queue.
-    from alexnet_core import data, training
+    from alexnet_core.checkpoints import CheckpointError
+    from alexnet_core.datasets import DatasetUnavailable
 
-    return isinstance(exc, (training.CheckpointError, data.DatasetUnavailable))
+    return isinstance(exc, (CheckpointError, DatasetUnavailable))
 
 
 def main(argv: list[str] | None = None) -> int:

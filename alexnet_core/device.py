@@ -1,17 +1,22 @@
-"""Device choice and seeding: one place each."""
+"""Device choice, CPU threads and seeding: one place each.
+
+torch is imported when a device is resolved, not with this module: ``config``
+lists ``DEVICES`` for a form and the CLI without loading it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import random
-
-import numpy as np
-import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an absent device raises ValueError."""
+def resolve_device(name: str = "auto"):
+    """The ``torch.device`` for ``name``: ``auto`` picks cuda, then mps, then cpu; an absent
+    device raises ValueError."""
+    import torch
+
     if name not in DEVICES:
         raise ValueError(f"Unknown device {name!r}; choose one of {', '.join(DEVICES)}.")
     if name == "auto":
@@ -27,9 +32,28 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a CPU generator seeded the same way."""
+def seed_everything(seed: int):
+    """Seed Python, NumPy and torch; return a CPU ``torch.Generator`` seeded the same way."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """PyTorch's CPU threads set to ``threads`` inside the block (0: leave its default)."""
+    import torch
+
+    if threads and threads > 0:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+    else:
+        yield

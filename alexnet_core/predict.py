@@ -18,6 +18,8 @@ import pandas as pd
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from alexnet_core.batches import prepare_batch
+
 # Okabe-Ito bluish green and vermillion: read as green/red by most people and
 # still distinct for red-green colour blindness.
 CORRECT_RGB = (0, 158, 115)
@@ -303,10 +305,8 @@ def prepare_image(
 ) -> torch.Tensor:
     """The model's input for one picture, (1, in_channels, input_size, input_size) float32:
     first stored like a dataset image, then through the same adapter as training."""
-    from alexnet_core import data
-
     x = image_to_uint8(image, channels=channels, image_size=image_size, invert=invert)
-    return data.prepare_batch(
+    return prepare_batch(
         x, in_channels=in_channels, size=input_size, mean=mean, std=std, device=torch.device("cpu")
     )
 

@@ -15,9 +15,11 @@ Readers only read files. At most ``max_concurrent_runs()`` runs train at once
 launched first served. A slot is an ``flock`` on ``<runs root>/.slot-K.lock``
 held by the training process, so the kernel frees it even after ``kill -9``.
 
+The folder's file primitives (atomic JSON, locks, status, metrics lines, the
+states) are ``runfiles``; this module works with run ids.
+
 Public API::
 
-    STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
     launch(config, runs_dir=None) -> run_id
     stop(run_id, runs_dir=None) -> None
     resume(run_id, runs_dir=None) -> None
@@ -28,27 +30,24 @@ Public API::
     read_config(run_id, runs_dir=None) -> TrainConfig
     read_metrics(run_id, offset=0, runs_dir=None) -> (events, new_offset)
     metrics_frames(run_id, runs_dir=None) -> (steps DataFrame, epochs DataFrame)
-    frames_from_events(events) -> (steps DataFrame, epochs DataFrame)
     prediction_epochs(run_id, runs_dir=None) -> list[int]
     read_predictions(run_id, epoch=None, runs_dir=None) -> DataFrame
     load_model(run_id, which="best", runs_dir=None) -> (model, TrainConfig)
     checkpoint_info(run_id, which="best", runs_dir=None) -> dict
-    evaluate_run(run_id, which="best", runs_dir=None) -> (training.EvalResult, info dict)
+    evaluate_run(run_id, which="best", runs_dir=None) -> (evaluation.EvalResult, info dict)
     log_tail(run_id, lines=50, runs_dir=None) -> str
     run_path(run_id, runs_dir=None) -> Path
-    create_run(config, runs_dir=None) -> run_id      (the folder, without starting it)
+    create_run(config, runs_dir=None) -> run_id      (validates; the folder, without starting it)
     run_worker(run_dir, *, resume=False, progress=None) -> dict   (the training process's body)
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
 import secrets
-import signal
 import shutil
 import subprocess
 import sys
@@ -56,56 +55,41 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from alexnet_core import paths
+from alexnet_core.config import ConfigError, TrainConfig
+from alexnet_core.runfiles import (
+    ACTIVE_STATES,
+    PREDICTION_COLUMNS,
+    FileLock,
+    frames_from_events,
+    pid_alive,
+    prediction_path,
+    process_start_time,
+    read_events,
+    read_json,
+    read_predictions_file,
+    saved_prediction_epochs,
+    stop_signals,
+    update_status,
+    write_json_atomic,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
 
-    from alexnet_core.training import EvalResult, TrainConfig
-
 # This module does not import torch: a queued training process waits for its
 # slot with this alone (about 10 MB), and imports torch (about 650 MB) only
-# once its turn comes. ``training`` is imported where it is needed.
+# once its turn comes. The torch-side modules (checkpoints, evaluation, training) are
+# imported where they are needed.
 
-STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
-
-
-def _training():
-    from alexnet_core import training
-
-    return training
-
-
-def __getattr__(name: str):
-    # runs.TrainConfig, runs.ConfigError, runs.CheckpointError, without importing torch up front
-    if name in ("TrainConfig", "ConfigError", "CheckpointError"):
-        return getattr(_training(), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "STATES", "RunError", "CheckpointError", "ConfigError", "launch", "stop", "resume", "delete_run",
-    "status", "wait", "list_runs", "read_config", "read_metrics", "metrics_frames", "frames_from_events",
-    "prediction_epochs", "read_predictions", "load_model", "checkpoint_info", "evaluate_run", "log_tail", "run_path",
-    "create_run", "run_worker", "max_concurrent_runs", "update_status", "read_json", "write_json_atomic",
-    "FileLock", "pid_alive", "process_start_time", "stop_signals",
-]
-
-ACTIVE_STATES = ("queued", "running")
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 QUEUE_POLL_S = 0.5
 LAUNCH_GRACE_S = 30.0  # a queued run with no pid yet is being started, not dead
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-STEP_COLUMNS = ["epoch", "step", "batch", "loss", "lr", "images_per_s", "time"]
-EPOCH_COLUMNS = [
-    "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-    "lr", "epoch_time", "train_time", "eval_time", "best", "time",
-]
-PREDICTION_COLUMNS = ["index", "label", "pred", "p_pred", "p_true", "loss"]
 RUN_COLUMNS = [
     "id", "variant", "dataset", "recipe", "state", "epoch", "epochs", "best_val_acc", "test_acc",
     "last_test_acc", "duration_s", "created", "error",
@@ -118,240 +102,6 @@ _children_lock = threading.Lock()
 
 class RunError(ValueError):
     """A run operation that cannot be done (unknown or invalid id, still running, ...)."""
-
-
-# --------------------------------------------------------------------------- #
-# Run-folder files: atomic JSON, locks, status, process checks
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to a temp file beside ``path`` and rename it over ``path``.
-
-    If the folder refuses a new file (read-only) but ``path`` itself is
-    writable, fall back to rewriting it in place so a final state still lands.
-    """
-    path = Path(path)
-    text = json.dumps(jsonable(obj), indent=1)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if not path.exists():
-            raise
-        with open(path, "r+", encoding="utf-8") as f:
-            f.write(text)
-            f.truncate()
-
-
-def read_json(path: str | os.PathLike, default: Any = None) -> Any:
-    """Read a JSON file; ``default`` when it is missing or (mid-rewrite) unreadable."""
-    for attempt in range(3):
-        try:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return default
-        except (OSError, ValueError):
-            time.sleep(0.02 * (attempt + 1))
-    return default
-
-
-class FileLock:
-    """An exclusive advisory lock on a file (fcntl on POSIX, msvcrt on Windows).
-
-    The kernel drops it when the process dies, even by ``kill -9``.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._fd: int | None = None
-
-    def acquire(self, blocking: bool = True) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if _lock_fd(fd, blocking):
-                self._fd = fd
-                return True
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-        return False
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                _unlock_fd(self._fd)
-            os.close(self._fd)
-            self._fd = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def __enter__(self) -> "FileLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-try:
-    import fcntl
-
-    def _lock_fd(fd: int, blocking: bool) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            return False
-        return True
-
-    def _unlock_fd(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-except ImportError:  # Windows
-    import msvcrt
-
-    def _lock_fd(fd: int, blocking: bool) -> bool:
-        while True:
-            try:
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-                return True
-            except OSError:
-                if not blocking:
-                    return False
-                time.sleep(0.05)
-
-    def _unlock_fd(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-
-def update_status(run_dir: str | os.PathLike, *, only_if_state: tuple[str, ...] | None = None, **fields) -> dict | None:
-    """Read-modify-write ``status.json`` under the run's lock; returns the new status.
-
-    With ``only_if_state`` the update happens only when the current state is
-    one of those (else None is returned and nothing changes), so a cancel and
-    a start cannot both win.
-    """
-    run_dir = Path(run_dir)
-    with FileLock(run_dir / ".status.lock"):
-        current = read_json(run_dir / "status.json", default={}) or {}
-        if only_if_state is not None and current.get("state") not in only_if_state:
-            return None
-        current.update(fields)
-        current["updated"] = time.time()
-        write_json_atomic(run_dir / "status.json", current)
-        return current
-
-
-def process_start_time(pid: int) -> float | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot on Linux); None when unknown.
-
-    Recorded with the pid so a recycled pid is not mistaken for the run.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    try:
-        return float(fields[19])  # field 22 overall: starttime
-    except (IndexError, ValueError):
-        return None
-
-
-def pid_alive(pid: int | None, start_time: float | None = None) -> bool:
-    """True when ``pid`` runs (not a zombie) and, if given, started at ``start_time``."""
-    if not pid:
-        return False
-    if sys.platform == "win32":
-        return _pid_alive_windows(int(pid))
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # no /proc (macOS): os.kill said it exists
-    state = stat[stat.rfind(")") + 2 :].split()[:1]
-    if state in (["Z"], ["X"]):
-        return False
-    if start_time is not None:
-        now_start = process_start_time(int(pid))
-        if now_start is not None and now_start != start_time:
-            return False
-    return True
-
-
-def _pid_alive_windows(pid: int) -> bool:
-    import ctypes
-
-    kernel32 = ctypes.windll.kernel32
-    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-    if not handle:
-        return False
-    code = ctypes.c_ulong()
-    try:
-        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        return code.value == 259  # STILL_ACTIVE
-    finally:
-        kernel32.CloseHandle(handle)
-
-
-def jsonable(value):
-    """Non-finite floats become None (JSON has no NaN); numpy and tuples become plain JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # numpy scalars, without importing numpy
-        return jsonable(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-
-@contextlib.contextmanager
-def stop_signals(flag: threading.Event):
-    """SIGTERM and a first Ctrl-C become a stop request (honoured between steps)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
-    def handler(signum, frame):
-        if flag.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C means now
-        flag.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(ValueError, OSError):
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(sig, old)
 
 
 # --------------------------------------------------------------------------- #
@@ -497,7 +247,7 @@ def resume(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
             raise RunError(f"Run {run_id} is {state}; stop it first, or wait for it to end.")
         if state == "finished":
             raise RunError(f"Run {run_id} already finished all {current.get('epochs')} epochs; launch a new run to train more.")
-        _training().TrainConfig.from_json(run_dir / "config.json").validate(check_data=True)
+        TrainConfig.from_json(run_dir / "config.json").validate(check_data=True)
         with contextlib.suppress(FileNotFoundError):
             (run_dir / "stop").unlink()
         now = time.time()
@@ -619,7 +369,7 @@ def training_speeds(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame"
     variant that no run has trained has no row."""
     import pandas as pd
 
-    from . import variants
+    from alexnet_core import variants
 
     recorded_runs = []
     for run_dir in _run_dirs(paths.runs_root(runs_dir)):
@@ -651,13 +401,13 @@ def read_config(run_id: str, runs_dir: str | os.PathLike | None = None) -> Train
     unknown variant or dataset, say) raises ``RunError`` naming the file and
     what is wrong. The device is not checked: a run trained on a GPU can still
     be inspected on a laptop."""
-    from . import data, variants
+    from alexnet_core import datasets, variants
 
     path = _existing_run(run_id, runs_dir) / "config.json"
     try:
-        config = _training().TrainConfig.from_json(path)
+        config = TrainConfig.from_json(path)
         variants.get_spec(config.variant)
-        data.get_info(config.dataset)
+        datasets.get_info(config.dataset)
         return config
     except (ValueError, TypeError, OSError) as exc:
         raise RunError(f"The run's {path} cannot be used: {exc}") from None
@@ -683,58 +433,14 @@ def log_tail(run_id: str, lines: int = 50, runs_dir: str | os.PathLike | None = 
 def read_metrics(run_id: str, offset: int = 0, runs_dir: str | os.PathLike | None = None) -> tuple[list[dict], int]:
     """Events appended since byte ``offset``; returns (events, new offset).
 
-    Reads only the bytes after ``offset``. A torn last line (a writer killed
-    mid-line, or one still writing) is left for the next call: the new offset
-    is the end of the last complete line.
+    Reads only the bytes after ``offset``; a torn last line is left for the
+    next call (``runfiles.read_events``).
     """
-    path = _existing_run(run_id, runs_dir) / "metrics.jsonl"
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            chunk = f.read()
-    except FileNotFoundError:
-        return [], offset
-    end = chunk.rfind(b"\n")
-    if end < 0:
-        return [], offset
-    events = []
-    for line in chunk[:end].split(b"\n"):
-        if line.strip():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if isinstance(event, dict):  # a hand-edited file can hold any JSON value
-                    events.append(event)
-    return events, offset + end + 1
-
-
-def frames_from_events(events: list[dict]) -> tuple["pd.DataFrame", "pd.DataFrame"]:
-    """(steps, epochs) DataFrames from metric events in file order.
-
-    Events a resume superseded (steps after the checkpoint it continued from,
-    written before the process died) are dropped, so the curves are those of
-    the run as it was finally computed.
-    """
-    import pandas as pd
-
-    steps: list[dict] = []
-    epochs: list[dict] = []
-    for event in events:
-        kind = event.get("type")
-        if kind == "step":
-            steps.append(event)
-        elif kind == "epoch":
-            epochs.append(event)
-        elif kind == "resume":
-            step, epoch = event.get("step", 0), event.get("epoch", 0)
-            steps = [e for e in steps if e.get("step", 0) <= step]
-            epochs = [e for e in epochs if e.get("epoch", 0) <= epoch]
-    step_frame = pd.DataFrame([{k: e.get(k) for k in STEP_COLUMNS} for e in steps], columns=STEP_COLUMNS)
-    epoch_frame = pd.DataFrame([{k: e.get(k) for k in EPOCH_COLUMNS} for e in epochs], columns=EPOCH_COLUMNS)
-    return step_frame, epoch_frame
+    return read_events(_existing_run(run_id, runs_dir) / "metrics.jsonl", offset)
 
 
 def metrics_frames(run_id: str, runs_dir: str | os.PathLike | None = None) -> tuple["pd.DataFrame", "pd.DataFrame"]:
-    """(steps, epochs) DataFrames of the whole run.
+    """(steps, epochs) DataFrames of the whole run (``runfiles.frames_from_events``).
 
     steps: epoch, step, batch, loss, lr, images_per_s, time.
     epochs: epoch, step, train/val/test loss and acc, lr, epoch_time, train_time, eval_time, best, time.
@@ -745,13 +451,7 @@ def metrics_frames(run_id: str, runs_dir: str | os.PathLike | None = None) -> tu
 
 def prediction_epochs(run_id: str, runs_dir: str | os.PathLike | None = None) -> list[int]:
     """Epochs whose test-split predictions are saved, ascending."""
-    folder = _existing_run(run_id, runs_dir) / "predictions"
-    found = []
-    for path in folder.glob("epoch-*.npz") if folder.is_dir() else ():
-        match = re.fullmatch(r"epoch-(\d+)\.npz", path.name)
-        if match:
-            found.append(int(match.group(1)))
-    return sorted(found)
+    return saved_prediction_epochs(_existing_run(run_id, runs_dir) / "predictions")
 
 
 def read_predictions(run_id: str, epoch: int | None = None, runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
@@ -761,20 +461,17 @@ def read_predictions(run_id: str, epoch: int | None = None, runs_dir: str | os.P
     loss. Empty when no epoch has finished yet; an epoch that was not saved
     raises ``RunError`` listing those that were.
     """
-    import numpy as np
-    import pandas as pd
-
     epochs = prediction_epochs(run_id, runs_dir)
-    if epoch is None:
-        if not epochs:
-            return pd.DataFrame({c: [] for c in PREDICTION_COLUMNS})
-        epoch = epochs[-1]
+    if epoch is None and not epochs:
+        import pandas as pd
+
+        return pd.DataFrame({c: [] for c in PREDICTION_COLUMNS})
+    epoch = epochs[-1] if epoch is None else epoch
     if epoch not in epochs:
         raise RunError(f"Run {run_id} has no predictions for epoch {epoch}; saved epochs: {epochs or 'none yet'}.")
-    path = run_path(run_id, runs_dir) / "predictions" / f"epoch-{epoch:03d}.npz"
+    path = prediction_path(run_path(run_id, runs_dir), epoch)
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            return pd.DataFrame({c: arrays[c] for c in PREDICTION_COLUMNS})
+        return read_predictions_file(path)
     except (OSError, ValueError, KeyError) as exc:
         raise RunError(f"Predictions file {path} cannot be read: {exc}") from None
 
@@ -784,15 +481,17 @@ def read_predictions(run_id: str, epoch: int | None = None, runs_dir: str | os.P
 
 
 def _checkpoint(run_id: str, which: str, runs_dir) -> dict:
+    from alexnet_core import checkpoints
+
     if which not in ("best", "last"):
         raise ValueError(f"which must be 'best' or 'last', got {which!r}.")
     path = _existing_run(run_id, runs_dir) / f"{which}.pt"
     if not path.exists():
-        raise _training().CheckpointError(
+        raise checkpoints.CheckpointError(
             f"Run {run_id} has no {which}.pt yet ({path}): it is written at the end of the first epoch"
             + (" or when the run is stopped." if which == "last" else ".")
         )
-    return _training().load_checkpoint(path)
+    return checkpoints.load_checkpoint(path)
 
 
 def load_model(run_id: str, which: str = "best", runs_dir: str | os.PathLike | None = None) -> tuple["nn.Module", TrainConfig]:
@@ -801,9 +500,10 @@ def load_model(run_id: str, which: str = "best", runs_dir: str | os.PathLike | N
     Loaded with ``torch.load(..., weights_only=True)``. A missing, truncated or
     corrupt checkpoint raises ``CheckpointError`` naming the file.
     """
-    training = _training()
+    from alexnet_core import checkpoints
+
     checkpoint = _checkpoint(run_id, which, runs_dir)
-    return training.model_from_checkpoint(checkpoint), training.TrainConfig.from_dict(checkpoint["config"])
+    return checkpoints.model_from_checkpoint(checkpoint), TrainConfig.from_dict(checkpoint["config"])
 
 
 def checkpoint_info(run_id: str, which: str = "best", runs_dir: str | os.PathLike | None = None) -> dict:
@@ -818,19 +518,20 @@ def checkpoint_info(run_id: str, which: str = "best", runs_dir: str | os.PathLik
 def evaluate_run(run_id: str, which: str = "best", runs_dir: str | os.PathLike | None = None):
     """Evaluate a run's checkpoint on its dataset's test split (on the CPU).
 
-    Returns ``(training.EvalResult, info)`` with info as ``checkpoint_info`` plus ``dataset``.
+    Returns ``(evaluation.EvalResult, info)`` with info as ``checkpoint_info`` plus ``dataset``.
     """
-    training = _training()
+    from alexnet_core import builders, checkpoints, evaluation
+
     checkpoint = _checkpoint(run_id, which, runs_dir)
-    config = training.TrainConfig.from_dict(checkpoint["config"])
-    model = training.model_from_checkpoint(checkpoint)
-    dataset = training.load_data(config)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = checkpoints.model_from_checkpoint(checkpoint)
+    dataset = builders.load_data(config)
     channels_last = config.resolved_channels_last("cpu")
     if channels_last:
         import torch
 
         model = model.to(memory_format=torch.channels_last)
-    result = training.evaluate(
+    result = evaluation.evaluate(
         model, dataset.test_x, dataset.test_y, mean=checkpoint["mean"], std=checkpoint["std"], device="cpu",
         batch_size=max(64, 2 * config.batch_size), channels_last=channels_last,
     )
@@ -902,12 +603,13 @@ def run_worker(run_dir: str | os.PathLike, *, resume: bool = False, progress=Non
     if slot is None:
         return {**_status_of(run_dir), "run_dir": str(run_dir)}
     try:
-        training = _training()  # torch is imported only now that this run's turn has come
         try:
-            config = training.TrainConfig.from_json(run_dir / "config.json")
-        except training.ConfigError as exc:
+            config = TrainConfig.from_json(run_dir / "config.json")
+        except ConfigError as exc:
             update_status(run_dir, state="failed", error=str(exc), finished=time.time())
             return {"state": "failed", "error": str(exc), "run_dir": str(run_dir)}
+        from alexnet_core import training  # torch is imported only now that this run's turn has come
+
         return training.train(config, run_dir, resume=resume, progress=progress)
     finally:
         slot.release()

@@ -41,7 +41,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from alexnet_core import anatomy, data, training, variants  # noqa: E402
+from alexnet_core import anatomy, batches, builders, datasets, runfiles, training, variants  # noqa: E402
+from alexnet_core.config import TrainConfig  # noqa: E402
 
 import procstat  # noqa: E402  (bench/procstat.py)
 import reference  # noqa: E402  (bench/reference.py)
@@ -212,10 +213,10 @@ def matmul_peak(n: int = 2048, reps: int = 8) -> dict:
 
 def _real_or_noise(name: str, shape: tuple[int, int, int], n: int, seed: int):
     """n uint8 images of ``shape``: the dataset's first ones when it is in the data root, else seeded noise."""
-    ok, _ = data.availability(name)
+    ok, _ = datasets.availability(name)
     if ok:
-        ds = data.load_dataset(name, download=False)
-        return ds.train_x[:n], ds.train_y[:n], ds.mean, ds.std, data.get_info(name).title
+        ds = datasets.load_dataset(name, download=False)
+        return ds.train_x[:n], ds.train_y[:n], ds.mean, ds.std, datasets.get_info(name).title
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)
@@ -240,19 +241,19 @@ def gray28(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, tuple, tu
 class OurStep:
     """One training step exactly as alexnet_core.training's loop takes it.
 
-    In-memory uint8 batch -> data.prepare_batch (channels_last where TrainConfig
+    In-memory uint8 batch -> batches.prepare_batch (channels_last where TrainConfig
     turns it on) -> forward, loss, zero_grad(set_to_none), backward, optimizer
     step -> the per-step loss/accuracy sums and the sync the CPU loop does.
     """
 
-    def __init__(self, config: training.TrainConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std):
+    def __init__(self, config: TrainConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std):
         device = torch.device("cpu")
         self.channels_last = config.resolved_channels_last(device)
         self.model = model
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.train()
-        self.optimizer = training._build_optimizer(config, self.model)
+        self.optimizer = builders.build_optimizer(config, self.model)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.augment = config.augment
         self.gen = torch.Generator().manual_seed(config.seed + 1)
@@ -269,7 +270,7 @@ class OurStep:
             self.pos = 0
         idx = self.order[self.pos : self.pos + self.B]
         self.pos += self.B
-        xb = data.prepare_batch(self.x[idx], augment=self.augment, generator=self.gen, **self.kwargs)
+        xb = batches.prepare_batch(self.x[idx], augment=self.augment, generator=self.gen, **self.kwargs)
         yb = self.y[idx]
         logits = self.model(xb)
         loss = self.criterion(logits, yb)
@@ -328,7 +329,7 @@ def section_throughput(report: Report, args) -> None:
         _, totals = anatomy.layer_table(model, size, channels)
         ref_model = reference.reference_model(model)
 
-        config = training.TrainConfig(variant=name, dataset="digits", batch_size=B, optimizer="adam", lr=1e-3,
+        config = TrainConfig(variant=name, dataset="digits", batch_size=B, optimizer="adam", lr=1e-3,
                                       weight_decay=0.0, seed=0)
         has_lrn = any(isinstance(m, variants.FastLRN) for m in model.modules())
         arms: dict[str, Callable[[], object]] = {}
@@ -390,7 +391,7 @@ def section_throughput(report: Report, args) -> None:
 
 
 def section_pipeline(report: Report, args) -> None:
-    digits = data.load_dataset("digits")
+    digits = datasets.load_dataset("digits")
     gx, gy, gmean, gstd, gsource = gray28(2048)
     cx, cy, cmean, cstd, csource = cifar_like(512)
     fg = torch.Generator().manual_seed(0)
@@ -401,9 +402,9 @@ def section_pipeline(report: Report, args) -> None:
         ("digits 1x8x8 -> 28", digits.train_x, digits.mean, digits.std, 1, 28, None, 128),
         (f"{gsource} 1x28x28 -> 28", gx, gmean, gstd, 1, 28, None, 128),
         (f"{csource} -> 3x227x227", cx, cmean, cstd, 3, 227, None, 64),
-        (f"{csource} -> 3x227x227, flip + crop 4", cx, cmean, cstd, 3, 227, data.Augment(flip=True, crop_padding=4), 64),
+        (f"{csource} -> 3x227x227, flip + crop 4", cx, cmean, cstd, 3, 227, batches.Augment(flip=True, crop_padding=4), 64),
         ("random 3x64x64 -> 3x224x224, flip + crop 8 + rotate 10", flowers, (0.5,) * 3, (0.25,) * 3, 3, 224,
-         data.Augment(flip=True, crop_padding=8, rotation=10.0), 32),
+         batches.Augment(flip=True, crop_padding=8, rotation=10.0), 32),
     ]
     labels = torch.zeros(4096, dtype=torch.int64)
     for label, x, mean, std, in_ch, size, aug, B in cases:
@@ -416,7 +417,7 @@ def section_pipeline(report: Report, args) -> None:
 
         def ours(x=x, B=B, mean=mean, std=std, in_ch=in_ch, size=size, aug=aug, gen=gen, cl=channels_last):
             idx = torch.randint(0, len(x), (B,), generator=gen)
-            data.prepare_batch(x[idx], in_channels=in_ch, size=size, mean=mean, std=std, device="cpu",
+            batches.prepare_batch(x[idx], in_channels=in_ch, size=size, mean=mean, std=std, device="cpu",
                                augment=aug, generator=gen, channels_last=cl)
 
         transform = reference.pil_transform(
@@ -498,7 +499,7 @@ def overhead_share(events: list[dict], writes: dict) -> dict:
     train = sum(e["train_time"] for e in epochs)
     evaluation = sum(e.get("eval_time") or 0.0 for e in epochs)
     # best.pt, last.pt, predictions .npz, the epoch event; checkpoints are written on a thread of
-    # their own (training.CheckpointWriter) while the next epoch trains: its CPU time is added in
+    # their own (checkpoints.CheckpointWriter) while the next epoch trains: its CPU time is added in
     # full, though part of it already slowed train_time (an upper bound, not a saving hidden)
     writer_cpu = sum(e.get("checkpoint_cpu") or 0.0 for e in events if e.get("type") == "end")  # one per session
     checkpoints = total - train - evaluation + writer_cpu
@@ -516,7 +517,7 @@ def overhead_share(events: list[dict], writes: dict) -> dict:
 def measure_writes(n: int = 200) -> dict:
     """Seconds per metrics.jsonl step event and per status.json update, measured here."""
     with tempfile.TemporaryDirectory() as tmp:
-        writer = training.MetricsWriter(Path(tmp) / "metrics.jsonl")
+        writer = runfiles.MetricsWriter(Path(tmp) / "metrics.jsonl")
         event = {"type": "step", "epoch": 1, "step": 1, "batch": 1, "steps_per_epoch": 100, "loss": 0.5,
                  "lr": 0.01, "images_per_s": 400.0, "eta_s": 12.0, "time": time.time()}
         start = time.perf_counter()
@@ -526,7 +527,7 @@ def measure_writes(n: int = 200) -> dict:
         writer.close()
         start = time.perf_counter()
         for i in range(n // 4):
-            training.update_status(tmp, epoch=1, step=i, batch=i, images_per_s=400.0, eta_seconds=12.0)
+            runfiles.update_status(tmp, epoch=1, step=i, batch=i, images_per_s=400.0, eta_seconds=12.0)
         status_s = (time.perf_counter() - start) / (n // 4)
     return {"event_s": event_s, "status_s": status_s}
 
@@ -578,7 +579,7 @@ def section_accuracy(report: Report, args, runs_dir: Path) -> None:
 
 
 def section_fmnist(report: Report, args, runs_dir: Path) -> None:
-    if not data.availability("fashion-mnist")[0]:
+    if not datasets.availability("fashion-mnist")[0]:
         report.add(Row("accuracy", "Fashion-MNIST, mnist recipe", details="Fashion-MNIST is not available here: not measured"))
         return
     if not wait_for("the training CLI (python -m alexnet_core)", _cli_available, args.wait):
@@ -619,10 +620,10 @@ def section_fmnist(report: Report, args, runs_dir: Path) -> None:
 
 def section_fmnist_reference(report: Report, args) -> None:
     """The MNIST post's recipe the posts' way: its ReLU-less net, SGD 0.01 / 0.9, batch 128, DataLoader, 3 epochs."""
-    if not data.availability("fashion-mnist")[0]:
+    if not datasets.availability("fashion-mnist")[0]:
         report.add(Row("accuracy", "Fashion-MNIST, reference recipe", details="Fashion-MNIST is not available here"))
         return
-    ds = data.load_dataset("fashion-mnist", download=False)
+    ds = datasets.load_dataset("fashion-mnist", download=False)
     epochs = 1 if args.quick else 3
     n_train = 2048 if args.quick else len(ds.train_y)
     torch.manual_seed(0)

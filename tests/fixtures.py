@@ -1,4 +1,4 @@
-"""Tiny datasets written in torchvision's own on-disk formats.
+"""Tiny datasets written in torchvision's own on-disk formats, and the tiniest real run.
 
 Each writer returns the arrays it wrote, so a test can compare what a loader
 read with what is on disk. Images are small and few: every writer runs in
@@ -162,3 +162,13 @@ def write_image_folder(folder: Path, classes: dict[str, int], *, mode="RGB", val
         (folder / name).mkdir(parents=True, exist_ok=True)
         files[name] = [save_png(folder / name / f"{name}_{i:03d}.png", mode, value) for i in range(count)]
     return files
+
+
+def tiny_config(**changes):
+    """The smallest real run: the mnist net at its 12x12 minimum on digits, 20 steps per epoch."""
+    from alexnet_core.config import TrainConfig
+
+    values = dict(variant="mnist", dataset="digits", input_size=12, epochs=1, batch_size=64,
+                  optimizer="adamw", lr=3e-3, threads=1, seed=0)
+    values.update(changes)
+    return TrainConfig(**values)

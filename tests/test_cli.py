@@ -123,10 +123,31 @@ def test_recipe_with_overrides_builds_one_config(workdir):
 
     args = build_parser().parse_args(["train", "--recipe", "quick", "--epochs", "2", "--no-flip", "--option", "groups=2"])
     with pytest.raises(ValueError, match="no option groups"):
-        config_from_args(args)
+        config_from_args(args).validate()  # runs.create_run validates a launch
     args = build_parser().parse_args(["train", "--recipe", "paper", "--option", "groups=2", "--lr", "0.02"])
     config = config_from_args(args)
     assert (config.recipe, config.variant, config.lr, config.variant_options) == ("paper", "paper", 0.02, {"groups": 2})
+
+
+def test_a_launch_is_validated_once(workdir, monkeypatch):
+    """From the flags to the last epoch, the config is checked once: by runs.create_run."""
+    from alexnet_core.__main__ import main
+    from alexnet_core.config import TrainConfig
+
+    calls = []
+    validate = TrainConfig.validate
+
+    def counted(self, **kwargs):
+        calls.append(kwargs)
+        return validate(self, **kwargs)
+
+    monkeypatch.setattr(TrainConfig, "validate", counted)
+    for key, value in cli_env(workdir).items():
+        if key.startswith("ALEXNET_LAB_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ALEXNET_LAB_MAX_RUNS", raising=False)
+    assert main(["train", *TINY]) == 0
+    assert calls == [{"check_data": True}]
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet_core import runs, training, variants
+from alexnet_core import runfiles, runs, training, variants
+from alexnet_core.checkpoints import CheckpointError
+from alexnet_core.config import ConfigError
 from alexnet_core.runs import RunError
-from alexnet_core.training import CheckpointError, TrainConfig
+from tests.fixtures import tiny_config as tiny
 
 TIMEOUT = 240  # seconds; generous: the test machine's two cores are shared
 
@@ -37,13 +39,6 @@ def runs_dir(tmp_path):
         st = runs.status(run, tmp_path / "runs")
         if st["state"] in ("queued", "running") and st.get("pid"):
             os.kill(st["pid"], signal.SIGKILL)
-
-
-def tiny(**changes) -> TrainConfig:
-    values = dict(variant="mnist", dataset="digits", input_size=12, epochs=1, batch_size=64,
-                  optimizer="adamw", lr=3e-3, threads=1, seed=0)
-    values.update(changes)
-    return TrainConfig(**values)
 
 
 def wait_until(predicate, timeout=TIMEOUT, what="condition"):
@@ -104,9 +99,9 @@ def test_unknown_run_is_a_clear_error(runs_dir):
 
 
 def test_launch_refuses_a_bad_config_before_starting(runs_dir):
-    with pytest.raises(training.ConfigError, match="at least 12x12"):
+    with pytest.raises(ConfigError, match="at least 12x12"):
         runs.launch(tiny(input_size=4), runs_dir)
-    with pytest.raises(training.ConfigError, match="not available"):
+    with pytest.raises(ConfigError, match="not available"):
         runs.launch(tiny(dataset="flowers102", data_root=str(runs_dir.parent / "empty")), runs_dir)
     assert runs.list_runs(runs_dir).empty
 
@@ -191,20 +186,20 @@ def test_dead_zombie_and_reused_pids_read_interrupted(runs_dir):
 
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
-    training.update_status(run_dir, state="running", pid=finished.pid, proc_start=None)
+    runfiles.update_status(run_dir, state="running", pid=finished.pid, proc_start=None)
     assert runs.status(run_id, runs_dir)["state"] == "interrupted"
 
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
-    wait_until(lambda: not training.pid_alive(zombie.pid), timeout=30, what="a zombie")
+    wait_until(lambda: not runfiles.pid_alive(zombie.pid), timeout=30, what="a zombie")
     assert zombie.returncode is None  # not reaped: a zombie, which os.kill(pid, 0) alone calls alive
-    training.update_status(run_dir, pid=zombie.pid)
+    runfiles.update_status(run_dir, pid=zombie.pid)
     assert runs.status(run_id, runs_dir)["state"] == "interrupted"
     zombie.wait()
 
     me = os.getpid()
-    training.update_status(run_dir, pid=me, proc_start=training.process_start_time(me))
+    runfiles.update_status(run_dir, pid=me, proc_start=runfiles.process_start_time(me))
     assert runs.status(run_id, runs_dir)["state"] == "running"
-    training.update_status(run_dir, proc_start=1.0)  # the pid now belongs to another process
+    runfiles.update_status(run_dir, proc_start=1.0)  # the pid now belongs to another process
     assert runs.status(run_id, runs_dir)["state"] == "interrupted"
 
 
@@ -227,12 +222,12 @@ def test_resume_of_a_run_with_a_missing_process_is_refused_while_active(runs_dir
     run_id = runs.create_run(tiny(), runs_dir)
     run_dir = runs.run_path(run_id, runs_dir)
     me = os.getpid()
-    training.update_status(run_dir, state="running", pid=me, proc_start=training.process_start_time(me))
+    runfiles.update_status(run_dir, state="running", pid=me, proc_start=runfiles.process_start_time(me))
     with pytest.raises(RunError, match="stop it first"):
         runs.resume(run_id, runs_dir)
     with pytest.raises(RunError, match="stop it before deleting"):
         runs.delete_run(run_id, runs_dir)
-    training.update_status(run_dir, state="stopped")
+    runfiles.update_status(run_dir, state="stopped")
     runs.delete_run(run_id, runs_dir)
 
 
@@ -246,17 +241,17 @@ def test_frames_drop_the_steps_a_resume_superseded():
         {"type": "step", "epoch": 2, "step": 25, "loss": 1.4},
         {"type": "epoch", "epoch": 2, "step": 40, "test_acc": 0.7},
     ]
-    steps, epochs = runs.frames_from_events(events)
+    steps, epochs = runfiles.frames_from_events(events)
     assert list(steps["step"]) == [10, 25] and list(steps["loss"]) == [2.0, 1.4]
     assert list(epochs["epoch"]) == [1, 2] and list(epochs["test_acc"]) == [0.5, 0.7]
-    empty_steps, empty_epochs = runs.frames_from_events([])
-    assert list(empty_steps.columns) == runs.STEP_COLUMNS and empty_epochs.empty
+    empty_steps, empty_epochs = runfiles.frames_from_events([])
+    assert list(empty_steps.columns) == runfiles.STEP_COLUMNS and empty_epochs.empty
 
 
 def test_training_speeds_take_each_variants_newest_run_at_its_native_size(runs_dir):
     def run(created, rate, **changes):
         run_id = runs.create_run(tiny(**changes), runs_dir)
-        training.update_status(runs.run_path(run_id, runs_dir), created=created, images_per_s=rate, device="cpu")
+        runfiles.update_status(runs.run_path(run_id, runs_dir), created=created, images_per_s=rate, device="cpu")
         return run_id
 
     native = variants.get_spec("mnist").input_size

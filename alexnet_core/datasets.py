@@ -3,12 +3,17 @@
 Every dataset comes back as a :class:`Dataset`: uint8 images ``(N, C, H, W)``
 on the CPU, int64 labels, class names, and the per-channel mean/std of the
 training split. Files are read by torchvision's own dataset classes (or
-scikit-learn for the bundled ``digits``) and the decoded tensors are cached
-under :func:`alexnet_core.paths.cache_root`, so a second load is one
-``torch.load``.
+scikit-learn for the bundled ``digits``; ``imagefiles`` does the reading) and
+the decoded tensors are cached under :func:`alexnet_core.paths.cache_root`, so
+a second load is one ``torch.load``. ``batches.prepare_batch`` turns them into
+model input.
 
-:func:`prepare_batch` turns a uint8 batch into model input on the training
-device: per-sample augmentation, channel adaptation, resize, normalisation.
+Public API::
+
+    list_datasets(), get_info(name) -> DatasetInfo
+    availability(name, root=None, folder=None) -> (ok, where or how to get it)
+    load_dataset(name, root=None, *, folder=None, download=None, cache=True, image_size=None) -> Dataset
+    Dataset, DatasetInfo, DatasetUnavailable; FLOWERS_IMAGE_SIZE, FOLDER_IMAGE_SIZE
 
 Where the files come from, in order: the data root in torchvision's layout
 (``root`` or ``ALEXNET_LAB_DATA``, default ``./data``); a known system archive
@@ -19,7 +24,6 @@ put where.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import importlib.metadata
@@ -30,27 +34,13 @@ import tarfile
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from . import paths
-
-__all__ = [
-    "Augment",
-    "Dataset",
-    "DatasetInfo",
-    "DatasetUnavailable",
-    "availability",
-    "get_info",
-    "list_datasets",
-    "load_dataset",
-    "prepare_batch",
-]
+from alexnet_core import imagefiles, paths
 
 # Bump when the cached payload or any decoding choice changes: old cache files
 # then simply stop matching.
@@ -64,15 +54,6 @@ FLOWERS_IMAGE_SIZE = 64
 # Your own photos: 128 keeps 10,000 colour images at 490 MB and leaves enough
 # detail to upsample to AlexNet's 224/227.
 FOLDER_IMAGE_SIZE = 128
-# The share of each class held out when an image folder has no test/ split.
-FOLDER_TEST_FRACTION = 0.2
-FOLDER_SPLIT_SEED = 0
-# torchvision.datasets.folder.IMG_EXTENSIONS, repeated here so that a cache
-# hit does not pay torchvision's 1.5 s import.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-# ITU-R BT.601 luma weights (what PIL's convert("L") uses).
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 _MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -150,19 +131,6 @@ class Dataset:
             f"{self.channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes, "
             f"source={self.source!r})"
         )
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Per-sample training augmentation, applied by :func:`prepare_batch`."""
-
-    flip: bool = False  # per-sample horizontal flip with p=0.5
-    crop_padding: int = 0  # per-sample random crop after zero padding by this many pixels
-    rotation: float = 0.0  # per-sample rotation, uniform in [-rotation, +rotation] degrees
-
-    @property
-    def active(self) -> bool:
-        return self.flip or self.crop_padding > 0 or self.rotation != 0
 
 
 @dataclass(frozen=True)
@@ -354,8 +322,8 @@ def load_dataset(
         path = _resolve_folder(folder, data_root)
         identity = _stamp([str(path), size])
         return _cached(
-            name, identity, lambda: _stamp(_listing(path)), data_root, cache,
-            lambda: _load_folder(path, data_root, size),
+            name, identity, lambda: _stamp(imagefiles.listing(path)), data_root, cache,
+            lambda: _make("folder", *imagefiles.read_folder(path, data_root, size)),
         )
 
     src = _TORCHVISION[name]
@@ -364,7 +332,7 @@ def load_dataset(
     def files_stamp() -> str | None:
         if _missing_files(data_root, src):
             return None
-        return _stamp(_listing(data_root / src.folder))
+        return _stamp(imagefiles.listing(data_root / src.folder))
 
     return _cached(
         name, identity, files_stamp, data_root, cache,
@@ -464,32 +432,6 @@ def _version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _is_hidden(name: str) -> bool:
-    # .ipynb_checkpoints, .DS_Store, macOS "._x.jpg" forks, __MACOSX in zips
-    return name.startswith((".", "__MACOSX"))
-
-
-def _is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not _is_hidden(name)
-
-
-def _listing(top: Path) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime_ns) of every file under ``top``, links followed."""
-    rows = []
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        for fname in sorted(filenames):
-            if _is_hidden(fname):
-                continue
-            full = os.path.join(dirpath, fname)
-            try:
-                st = os.stat(full)
-            except OSError:
-                continue
-            rows.append((os.path.relpath(full, top), st.st_size, st.st_mtime_ns))
-    return rows
 
 
 # ------------------------------------------------------------ the datasets
@@ -614,10 +556,10 @@ def _offline_hint(name: str, data_root: Path) -> str:
 
 def _load_torchvision(name: str, data_root: Path, download: bool | None, size: int) -> Dataset:
     readers = {
-        "mnist": lambda dl: _read_mnist_like("MNIST", data_root, dl),
-        "fashion-mnist": lambda dl: _read_mnist_like("FashionMNIST", data_root, dl),
-        "cifar10": lambda dl: _read_cifar10(data_root, dl),
-        "flowers102": lambda dl: _read_flowers102(data_root, dl, size),
+        "mnist": lambda dl: imagefiles.read_mnist_like("MNIST", data_root, dl),
+        "fashion-mnist": lambda dl: imagefiles.read_mnist_like("FashionMNIST", data_root, dl),
+        "cifar10": lambda dl: imagefiles.read_cifar10(data_root, dl),
+        "flowers102": lambda dl: imagefiles.read_flowers102(data_root, dl, size),
     }
     read = readers[name]
     source = str(data_root / _TORCHVISION[name].folder)
@@ -657,118 +599,6 @@ def _try_read(read, *, download: bool):
         raise
 
 
-def _read_mnist_like(cls_name: str, data_root: Path, download: bool):
-    from torchvision import datasets
-
-    cls = getattr(datasets, cls_name)
-    train = cls(str(data_root), train=True, download=download)
-    test = cls(str(data_root), train=False, download=False)
-    classes = [str(i) for i in range(10)] if cls_name == "MNIST" else list(train.classes)
-    return (
-        classes,
-        train.data.unsqueeze(1),  # (N, 28, 28) -> (N, 1, 28, 28)
-        train.targets,
-        test.data.unsqueeze(1),
-        test.targets,
-    )
-
-
-def _read_cifar10(data_root: Path, download: bool):
-    from torchvision.datasets import CIFAR10
-
-    train = CIFAR10(str(data_root), train=True, download=download)
-    test = CIFAR10(str(data_root), train=False, download=False)
-
-    def images(ds) -> torch.Tensor:
-        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
-
-    return (
-        list(train.classes),
-        images(train),
-        torch.tensor(train.targets),
-        images(test),
-        torch.tensor(test.targets),
-    )
-
-
-def _read_flowers102(data_root: Path, download: bool, size: int):
-    from torchvision.datasets import Flowers102
-
-    loader = functools.partial(_decode_image, size=size, root=None)
-    # the official split: train and val (10 per class each) for training, test (6,149) held out
-    splits = {s: Flowers102(str(data_root), split=s, download=download and s == "train", loader=loader)
-              for s in ("train", "val", "test")}
-
-    def decode(ds) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.empty((len(ds), 3, size, size), dtype=torch.uint8)
-        y = torch.empty(len(ds), dtype=torch.int64)
-
-        def one(i: int) -> None:
-            image, label = ds[i]
-            x[i] = torch.from_numpy(image).permute(2, 0, 1)
-            y[i] = label
-
-        _parallel(one, range(len(ds)))
-        return x, y
-
-    train_x, train_y = zip(*(decode(splits[s]) for s in ("train", "val")))
-    test_x, test_y = decode(splits["test"])
-    return (list(Flowers102.classes), torch.cat(train_x), torch.cat(train_y), test_x, test_y)
-
-
-def _parallel(fn: Callable[[int], None], items) -> None:
-    # PIL releases the GIL while decoding and resizing, so threads scale
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(fn, items):
-            pass
-
-
-def _decode_image(path: str | os.PathLike, size: int, root: Path | None) -> np.ndarray:
-    """One image file as uint8 RGB ``(size, size, 3)``: the largest centred square, resized.
-
-    Transparent pixels are composited on white; 16-bit images are scaled to 8 bits.
-    ``root``: refuse a file whose real path (links resolved) lies outside it.
-    """
-    from PIL import Image, ImageOps
-
-    if root is not None and not paths.is_within(path, root):
-        raise ValueError(
-            f"The image {path} is a link to {Path(path).resolve()}, outside the data root {root}. "
-            "Copy the file itself into the folder."
-        )
-    try:
-        with Image.open(path) as img:
-            # JPEG only: decode at 1/2, 1/4 or 1/8 scale while staying >= size
-            img.draft("RGB", (size, size))
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-            img = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
-            return np.array(img, dtype=np.uint8)  # writable: torch.from_numpy warns on read-only
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(
-            f"Could not read the image file {path}: {e}. Delete or replace that file and load again."
-        ) from e
-
-
-def _to_rgb(img):
-    from PIL import Image
-
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        if img.mode == "F":
-            top = 1.0 if a.max(initial=0) <= 1 else 255.0
-        elif img.mode.startswith("I;16") or a.max(initial=0) > 255:
-            top = 65535.0
-        else:
-            top = 255.0
-        img = Image.fromarray(np.clip(np.rint(a * (255 / top)), 0, 255).astype(np.uint8), "L")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return img.convert("RGB")
-
-
 # ----------------------------------------------------------- image folders
 
 
@@ -795,235 +625,3 @@ def _resolve_folder(folder: str | os.PathLike | None, data_root: Path) -> Path:
     return path.resolve()
 
 
-@functools.cache
-def _image_folder_class():
-    from torchvision.datasets import ImageFolder
-
-    class _ImageFolder(ImageFolder):
-        """ImageFolder that skips hidden class folders (.ipynb_checkpoints, __MACOSX)."""
-
-        def find_classes(self, directory):
-            classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not _is_hidden(e.name))
-            return classes, {c: i for i, c in enumerate(classes)}
-
-    return _ImageFolder
-
-
-def _open_image_folder(path: Path):
-    """torchvision's ImageFolder over ``path``, after the checks it would do less clearly."""
-    subdirs = sorted(e.name for e in os.scandir(path) if e.is_dir() and not _is_hidden(e.name))
-    if not subdirs:
-        loose = sum(1 for e in os.scandir(path) if e.is_file() and _is_image_name(e.name))
-        found = f" It holds {loose} images directly; move them into class subfolders." if loose else ""
-        raise ValueError(
-            f"The image folder {path} has no class subfolders: put each class's images in its own "
-            f"subfolder, e.g. {path / 'cats'} and {path / 'dogs'}.{found}"
-        )
-
-    def is_valid_file(p: str) -> bool:
-        rel = Path(os.path.relpath(p, path))
-        return _is_image_name(rel.name) and not any(_is_hidden(part) for part in rel.parts)
-
-    # allow_empty: torchvision would raise on the first empty class folder with a
-    # generic message; we check below and name the folders ourselves
-    return _image_folder_class()(str(path), is_valid_file=is_valid_file, allow_empty=True)
-
-
-def _folder_samples(path: Path, *, role: str) -> tuple[list[str], list[str], list[int]]:
-    ds = _open_image_folder(path)
-    if not ds.samples:
-        raise ValueError(
-            f"No images found in {path} (its class subfolders: {', '.join(ds.classes)}). "
-            f"Images need one of these extensions: {', '.join(IMAGE_EXTENSIONS)}."
-        )
-    counts = np.bincount([t for _, t in ds.samples], minlength=len(ds.classes))
-    if role == "train":
-        empty = [ds.classes[i] for i in np.flatnonzero(counts == 0)]
-        if empty:
-            raise ValueError(
-                f"These class folders in {path} have no images: "
-                + ", ".join(str(path / c) for c in empty)
-                + ". Add images or remove the folders."
-            )
-        if len(ds.classes) < 2:
-            raise ValueError(
-                f"The image folder {path} has only one class ({ds.classes[0]!r}): a classifier needs at "
-                "least two class subfolders with images."
-            )
-    return list(ds.classes), [p for p, _ in ds.samples], [t for _, t in ds.samples]
-
-
-def _decode_files(files: list[str], size: int, data_root: Path) -> torch.Tensor:
-    x = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
-
-    def one(i: int) -> None:
-        x[i] = torch.from_numpy(_decode_image(files[i], size, data_root)).permute(2, 0, 1)
-
-    _parallel(one, range(len(files)))
-    return x
-
-
-def _split_per_class(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded split: about FOLDER_TEST_FRACTION of each class to test."""
-    train, test = [], []
-    for c in range(num_classes):
-        idx = np.flatnonzero(labels == c)
-        # one generator per class: adding images to one class leaves the others' split alone
-        idx = np.random.default_rng([FOLDER_SPLIT_SEED, c]).permutation(idx)
-        n_test = round(len(idx) * FOLDER_TEST_FRACTION)
-        if len(idx) >= 2:
-            n_test = min(max(n_test, 1), len(idx) - 1)
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
-
-
-def _load_folder(path: Path, data_root: Path, size: int) -> Dataset:
-    train_dir = path / "train"
-    test_dir = next((path / t for t in ("test", "val") if (path / t).is_dir()), None)
-    if train_dir.is_dir() and test_dir is not None:
-        classes, train_files, train_labels = _folder_samples(train_dir, role="train")
-        test_classes, test_files, test_labels = _folder_samples(test_dir, role="test")
-        unknown = sorted(set(test_classes) - set(classes))
-        if unknown:
-            raise ValueError(
-                f"{test_dir} has class folders that {train_dir} lacks: {', '.join(unknown)}. "
-                "The test classes must be a subset of the training classes."
-            )
-        remap = [classes.index(c) for c in test_classes]
-        test_labels = [remap[t] for t in test_labels]
-        return _make(
-            "folder", classes,
-            _decode_files(train_files, size, data_root), torch.tensor(train_labels),
-            _decode_files(test_files, size, data_root), torch.tensor(test_labels),
-            f"{path} (train/ and {test_dir.name}/)",
-        )
-
-    split_dir = train_dir if train_dir.is_dir() else path
-    classes, files, labels = _folder_samples(split_dir, role="train")
-    labels_np = np.asarray(labels)
-    train_idx, test_idx = _split_per_class(labels_np, len(classes))
-    x = _decode_files(files, size, data_root)
-    y = torch.from_numpy(labels_np.astype(np.int64))
-    train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
-    return _make(
-        "folder", classes, x[train_idx], y[train_idx], x[test_idx], y[test_idx],
-        f"{split_dir} ({round(FOLDER_TEST_FRACTION * 100)}% of each class held out, seed {FOLDER_SPLIT_SEED})",
-    )
-
-
-# ------------------------------------------------------------- batches
-
-
-def prepare_batch(
-    x_uint8: torch.Tensor,
-    *,
-    in_channels: int,
-    size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    device: torch.device | str,
-    augment: Augment | None = None,
-    generator: torch.Generator | None = None,
-    channels_last: bool = False,
-) -> torch.Tensor:
-    """Turn a uint8 batch into model input on ``device``.
-
-    Steps, all batched on the device: per-sample augmentation (random flip, crop
-    after zero padding, rotation; black fill as in torchvision), channel adaptation
-    (1 -> N repeats, 3 -> 1 takes ITU-R 601 luminance), normalisation by the
-    dataset's ``mean``/``std`` (per source channel, [0, 1] scale), bilinear resize
-    to ``size`` x ``size``.
-
-    Normalisation runs before the resize: bilinear weights sum to one, so the two
-    commute exactly, and the per-pixel work is done on the small image.
-    For 3 -> 1 the luminance is normalised with mean ``w . mean`` (exact) and std
-    ``w . std`` (exact when the colour channels are perfectly correlated, an upper
-    bound otherwise; close for natural photos).
-
-    Args:
-        x_uint8: uint8 ``(N, C, H, W)``, C matching ``len(mean)``.
-        generator: draws the augmentation parameters; seed it for reproducible batches.
-        channels_last: return the batch in ``torch.channels_last`` memory format.
-
-    Returns:
-        float32 ``(N, in_channels, size, size)`` on ``device``.
-    """
-    if x_uint8.dtype != torch.uint8 or x_uint8.dim() != 4:
-        raise ValueError(
-            f"prepare_batch needs a uint8 (N, C, H, W) batch, got {x_uint8.dtype} {tuple(x_uint8.shape)}."
-        )
-    n, c, h, w = x_uint8.shape
-    if len(mean) != c or len(std) != c:
-        raise ValueError(f"mean and std need one value per channel ({c}), got {len(mean)} and {len(std)}.")
-    if not (in_channels == c or c == 1 or (c == 3 and in_channels == 1)):
-        raise ValueError(f"Cannot adapt {c}-channel images to {in_channels} channels (only 1 -> N and 3 -> 1).")
-    device = torch.device(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    x = x_uint8.to(device, non_blocking=True)
-    if augment is not None and augment.active:
-        x = _augment(x, augment, generator)
-    x = x.to(torch.float32)  # 0..255; a fresh tensor unless rotation already made one
-
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device)
-    if c == 3 and in_channels == 1:
-        luma = torch.tensor(LUMA_WEIGHTS, dtype=torch.float32, device=device)
-        std_l = (luma * std_t).sum()
-        weight = (luma / (255 * std_l)).view(1, 3, 1, 1)
-        bias = ((luma * mean_t).sum() / std_l).neg().view(1)
-        x = F.conv2d(x, weight, bias)  # (N, 1, H, W)
-    else:
-        x = x.mul_((1 / (255 * std_t)).view(1, c, 1, 1)).sub_((mean_t / std_t).view(1, c, 1, 1))
-
-    # NCHW through the resize: on the CPU, bilinear interpolation of a
-    # channels_last input measured 1.8x slower than converting its output
-    if (h, w) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                          antialias=size < h or size < w)
-    if x.shape[1] != in_channels:
-        x = x.expand(-1, in_channels, -1, -1)  # (N, 1, S, S) -> (N, in_channels, S, S), copied below
-    return x.contiguous(memory_format=memory_format)
-
-
-def _augment(x: torch.Tensor, aug: Augment, generator: torch.Generator | None) -> torch.Tensor:
-    """Per-sample flip / crop / rotation of a ``(N, C, H, W)`` batch; each image draws its own parameters."""
-    n, c, h, w = x.shape
-    draw_device = generator.device if generator is not None else x.device
-
-    def uniform(count: int) -> torch.Tensor:
-        return torch.rand(count, generator=generator, device=draw_device).to(x.device)
-
-    if aug.flip or aug.crop_padding > 0:
-        p = max(aug.crop_padding, 0)
-        if p:
-            offsets = torch.randint(0, 2 * p + 1, (2, n), generator=generator, device=draw_device).to(x.device)
-            padded = F.pad(x, (p, p, p, p))  # zeros: black, as torchvision's RandomCrop(padding=p)
-        else:
-            offsets = torch.zeros((2, n), dtype=torch.int64, device=x.device)
-            padded = x
-        rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (N, H)
-        cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (N, W)
-        if aug.flip:
-            flip = uniform(n) < 0.5
-            # flipping the crop window's columns == cropping the flipped image
-            cols = torch.where(flip[:, None], (w + 2 * p - 1) - cols, cols)
-        # one gather does flip and crop together: (N, C, H, W)
-        x = padded[
-            torch.arange(n, device=x.device)[:, None, None, None],
-            torch.arange(c, device=x.device)[None, :, None, None],
-            rows[:, None, :, None],
-            cols[:, None, None, :],
-        ]
-
-    if aug.rotation:
-        angle = (uniform(n) * 2 - 1) * math.radians(aug.rotation)
-        cos, sin = angle.cos(), angle.sin()
-        zero = torch.zeros_like(angle)
-        # normalised coordinates: a rotation for the square images stored here
-        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (N, 2, 3)
-        xf = x.to(torch.float32)
-        grid = F.affine_grid(theta, list(xf.shape), align_corners=False)
-        x = F.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return x

@@ -1,0 +1,405 @@
+"""Run-folder primitives, torch-free: atomic JSON, locks, status, process checks, metrics lines.
+
+Both sides of a run folder use these: the training loop that writes it and the
+run store (``runs``) that launches, queues and reads it. Nothing here imports
+torch, so a queued worker waits for its slot with this module alone.
+
+Public API::
+
+    STATES, ACTIVE_STATES               a run's states; the two a live process holds
+    write_json_atomic(path, obj);  read_json(path, default=None)
+    FileLock(path)                      an exclusive lock the kernel drops when the process dies
+    update_status(run_dir, *, only_if_state=None, **fields) -> dict | None
+    process_start_time(pid);  pid_alive(pid, start_time=None)
+    jsonable(value);  stop_signals(flag)
+    MetricsWriter(path)                 appends one complete JSON line per event
+    read_events(path, offset=0) -> (events, new offset)
+    frames_from_events(events) -> (steps DataFrame, epochs DataFrame);  STEP_COLUMNS, EPOCH_COLUMNS
+    prediction_path(run_dir, epoch);  saved_prediction_epochs(folder)
+    read_predictions_file(path) -> DataFrame of PREDICTION_COLUMNS
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STATES = ("queued", "running", "finished", "failed", "stopped", "interrupted")
+ACTIVE_STATES = ("queued", "running")
+
+STEP_COLUMNS = ["epoch", "step", "batch", "loss", "lr", "images_per_s", "time"]
+EPOCH_COLUMNS = [
+    "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+    "lr", "epoch_time", "train_time", "eval_time", "best", "time",
+]
+PREDICTION_COLUMNS = ["index", "label", "pred", "p_pred", "p_true", "loss"]
+
+
+# --------------------------------------------------------------------------- #
+# Atomic JSON, locks, status, process checks
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to a temp file beside ``path`` and rename it over ``path``.
+
+    If the folder refuses a new file (read-only) but ``path`` itself is
+    writable, fall back to rewriting it in place so a final state still lands.
+    """
+    path = Path(path)
+    text = json.dumps(jsonable(obj), indent=1)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if not path.exists():
+            raise
+        with open(path, "r+", encoding="utf-8") as f:
+            f.write(text)
+            f.truncate()
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    """Read a JSON file; ``default`` when it is missing or (mid-rewrite) unreadable."""
+    for attempt in range(3):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return default
+        except (OSError, ValueError):
+            time.sleep(0.02 * (attempt + 1))
+    return default
+
+
+class FileLock:
+    """An exclusive advisory lock on a file (fcntl on POSIX, msvcrt on Windows).
+
+    The kernel drops it when the process dies, even by ``kill -9``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if _lock_fd(fd, blocking):
+                self._fd = fd
+                return True
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return False
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                _unlock_fd(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "FileLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+try:
+    import fcntl
+
+    def _lock_fd(fd: int, blocking: bool) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock_fd(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+except ImportError:  # Windows
+    import msvcrt
+
+    def _lock_fd(fd: int, blocking: bool) -> bool:
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                return True
+            except OSError:
+                if not blocking:
+                    return False
+                time.sleep(0.05)
+
+    def _unlock_fd(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+def update_status(run_dir: str | os.PathLike, *, only_if_state: tuple[str, ...] | None = None, **fields) -> dict | None:
+    """Read-modify-write ``status.json`` under the run's lock; returns the new status.
+
+    With ``only_if_state`` the update happens only when the current state is
+    one of those (else None is returned and nothing changes), so a cancel and
+    a start cannot both win.
+    """
+    run_dir = Path(run_dir)
+    with FileLock(run_dir / ".status.lock"):
+        current = read_json(run_dir / "status.json", default={}) or {}
+        if only_if_state is not None and current.get("state") not in only_if_state:
+            return None
+        current.update(fields)
+        current["updated"] = time.time()
+        write_json_atomic(run_dir / "status.json", current)
+        return current
+
+
+def process_start_time(pid: int) -> float | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot on Linux); None when unknown.
+
+    Recorded with the pid so a recycled pid is not mistaken for the run.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return float(fields[19])  # field 22 overall: starttime
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int | None, start_time: float | None = None) -> bool:
+    """True when ``pid`` runs (not a zombie) and, if given, started at ``start_time``."""
+    if not pid:
+        return False
+    if sys.platform == "win32":
+        return _pid_alive_windows(int(pid))
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # no /proc (macOS): os.kill said it exists
+    state = stat[stat.rfind(")") + 2 :].split()[:1]
+    if state in (["Z"], ["X"]):
+        return False
+    if start_time is not None:
+        now_start = process_start_time(int(pid))
+        if now_start is not None and now_start != start_time:
+            return False
+    return True
+
+
+def _pid_alive_windows(pid: int) -> bool:
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return False
+    code = ctypes.c_ulong()
+    try:
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        return code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
+
+
+def jsonable(value):
+    """Non-finite floats become None (JSON has no NaN); numpy and tuples become plain JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # numpy scalars, without importing numpy
+        return jsonable(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@contextlib.contextmanager
+def stop_signals(flag: threading.Event):
+    """SIGTERM and a first Ctrl-C become a stop request (honoured between steps)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum, frame):
+        if flag.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C means now
+        flag.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, OSError):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, old)
+
+
+# --------------------------------------------------------------------------- #
+# metrics.jsonl: one complete JSON object per line
+
+
+class MetricsWriter:
+    """Appends events to ``metrics.jsonl``: one complete line per write, flushed at once."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._drop_torn_tail()
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def _drop_torn_tail(self) -> None:
+        # A process killed mid-write may leave a line without its newline; appending to
+        # it would glue two events together. Readers never returned it, so cut it off.
+        try:
+            with open(self.path, "rb+") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size == 0:
+                    return
+                back = min(size, 1 << 20)
+                f.seek(size - back)
+                tail = f.read(back)
+                if tail.endswith(b"\n"):
+                    return
+                cut = tail.rfind(b"\n")
+                if cut >= 0 or back == size:
+                    f.truncate(size - back + cut + 1)
+                else:  # an absurdly long torn line: end it, readers skip what is not JSON
+                    f.write(b"\n")
+        except FileNotFoundError:
+            pass
+
+    def write(self, event: dict) -> None:
+        line = json.dumps(jsonable(event), separators=(",", ":")) + "\n"
+        self._file.write(line)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_events(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
+    """Events appended to a ``metrics.jsonl`` since byte ``offset``; returns (events, new offset).
+
+    Reads only the bytes after ``offset``. A torn last line (a writer killed
+    mid-line, or one still writing) is left for the next call: the new offset
+    is the end of the last complete line. Lines that are not a JSON object are skipped.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+    except FileNotFoundError:
+        return [], offset
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    events = []
+    for line in chunk[:end].split(b"\n"):
+        if line.strip():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):  # a hand-edited file can hold any JSON value
+                    events.append(event)
+    return events, offset + end + 1
+
+
+def frames_from_events(events: list[dict]) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """(steps, epochs) DataFrames from metric events in file order.
+
+    steps: ``STEP_COLUMNS``; epochs: ``EPOCH_COLUMNS``. Events a resume
+    superseded (steps after the checkpoint it continued from, written before the
+    process died) are dropped, so the curves are those of the run as it was
+    finally computed.
+    """
+    import pandas as pd
+
+    steps: list[dict] = []
+    epochs: list[dict] = []
+    for event in events:
+        kind = event.get("type")
+        if kind == "step":
+            steps.append(event)
+        elif kind == "epoch":
+            epochs.append(event)
+        elif kind == "resume":
+            step, epoch = event.get("step", 0), event.get("epoch", 0)
+            steps = [e for e in steps if e.get("step", 0) <= step]
+            epochs = [e for e in epochs if e.get("epoch", 0) <= epoch]
+    step_frame = pd.DataFrame([{k: e.get(k) for k in STEP_COLUMNS} for e in steps], columns=STEP_COLUMNS)
+    epoch_frame = pd.DataFrame([{k: e.get(k) for k in EPOCH_COLUMNS} for e in epochs], columns=EPOCH_COLUMNS)
+    return step_frame, epoch_frame
+
+
+# --------------------------------------------------------------------------- #
+# predictions/epoch-NNN.npz: the test split's per-sample predictions after an epoch
+
+
+def prediction_path(run_dir: str | os.PathLike, epoch: int) -> Path:
+    """Where the predictions after ``epoch`` are saved."""
+    return Path(run_dir) / "predictions" / f"epoch-{epoch:03d}.npz"
+
+
+def saved_prediction_epochs(folder: str | os.PathLike) -> list[int]:
+    """Epochs whose predictions are saved in ``folder``, ascending."""
+    folder = Path(folder)
+    found = []
+    for path in folder.glob("epoch-*.npz") if folder.is_dir() else ():
+        match = re.fullmatch(r"epoch-(\d+)\.npz", path.name)
+        if match:
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def read_predictions_file(path: str | os.PathLike) -> "pd.DataFrame":
+    """A predictions file as a DataFrame of ``PREDICTION_COLUMNS``; a damaged one raises
+    OSError, ValueError or KeyError."""
+    import numpy as np
+    import pandas as pd
+
+    with np.load(path, allow_pickle=False) as arrays:
+        return pd.DataFrame({c: arrays[c] for c in PREDICTION_COLUMNS})
