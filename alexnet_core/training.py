@@ -436,6 +436,7 @@ class _Trainer:
         self.status(
             epoch=self.epoch, step=self.step, batch=0, best_val_acc=self.best_val_acc, best_epoch=self.best_epoch,
             test_acc=self.best_test_acc, last_test_acc=self.last_test_acc, eta_seconds=self.eta(),
+            images_per_s=self.rate,  # an epoch shorter than STATUS_INTERVAL_S has written none yet
         )
         return event
 

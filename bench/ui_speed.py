@@ -8,8 +8,8 @@ drives Debian's Chromium through Playwright's Python package, and measures
   and ``data-test-script-state=notRunning`` (Streamlit's own e2e tests wait on
   the same attributes; the state is ``initial`` until the first script run
   starts, so an early ``notRunning`` cannot be mistaken for the end) and every
-  chart in the first screen has drawn its SVG (plotly's, or lab_charts.lines'; the
-  script can end before the browser has loaded plotly.js and drawn the charts) and no widget in it is
+  chart in the first screen has drawn its SVG (the script can end before the
+  browser has loaded plotly.js and drawn the charts) and no widget in it is
   still Streamlit's grey loading placeholder; when the charts below
   the first screen were drawn is reported beside it;
 - training images/s of the same short run launched through
@@ -36,9 +36,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PAGES = [("Home", ""), ("Model", "model"), ("Train", "train"), ("Predictions", "predictions"), ("Runs", "runs")]
 RENDERED = "[data-testid=stApp][data-test-connection-state=CONNECTED][data-test-script-state=notRunning]"
-RENDER_TARGET_S = 1.5
+ABOVE_FLOOR_TARGET_S = 1.0  # issue 15: each page within the floor + 1.0 s
 VISITS = 5  # new browser sessions per page: one reading moves by 0.1-0.3 s on this machine
-WATCHED_TARGET = 0.95
+WATCHED_TARGET = 0.90  # issue 15: the open Train page costs training at most 10%
 
 
 def free_port() -> int:
@@ -100,17 +100,14 @@ _TITLE_OBSERVER = """
 """
 
 
-# Every chart (lab_charts' plotly or SVG lines, or Streamlit's plotly) has drawn its SVG; with ``true``,
-# only the charts in the first screen (the viewport). lab_charts' are found by
-# their element's key class (st-key- + lab_charts.KEY_PREFIX), which is there
-# before the component's code has loaded (its own div is not); Streamlit's
-# charts are in no page's first screen (the confusion matrix is in a tab).
-_CHARTS_DRAWN = """(inView) => [...document.querySelectorAll('.stElementContainer[class*="st-key-chart-"], [data-testid=stPlotlyChart]')]
+# Every plotly chart has drawn its SVG; with ``true``, only the charts in the first
+# screen (the viewport).
+_CHARTS_DRAWN = """(inView) => [...document.querySelectorAll('[data-testid=stPlotlyChart]')]
     .filter(el => {
         const r = el.getBoundingClientRect();
         return !inView || (r.top < window.innerHeight && r.bottom > 0);
     })
-    .every(el => el.querySelector('.main-svg, svg.lab-lines'))"""
+    .every(el => el.querySelector('.main-svg'))"""
 
 # No widget in the first screen is still a grey placeholder: Streamlit draws a
 # skeleton for an element whose code has not loaded yet, even after the script ended.
@@ -132,8 +129,7 @@ def first_render(browser, url: str, timeout_ms: float = 60_000) -> Render:
     every chart in the first screen is drawn and no widget there is still a
     loading placeholder; script: the first script run
     has finished; charts: every chart on the page is drawn, below the first
-    screen too (lab_charts draws those when they scroll into view or once the
-    page has been idle for 2 s); title: the page's st.title heading is in the DOM.
+    screen too; title: the page's st.title heading is in the DOM.
     """
     # The previous page's renderer may still be exiting: measure this page on a quiet machine.
     wait_quiet()
@@ -189,7 +185,8 @@ def step_rates(run_dir: Path, skip: int = 1) -> list[float]:
 
 
 def section_ui(report, args, Row, runs_dir: Path) -> None:
-    from alexnet_core import runs, training
+    from alexnet_core import runfiles, runs
+    from alexnet_core.config import get_recipe
 
     runs_dir.mkdir(parents=True, exist_ok=True)
     if not (ROOT / "app.py").exists():
@@ -205,7 +202,7 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
         return
 
     epochs = 2 if args.quick else 12  # ~15 s of training: the steady state, not just the page load
-    config = training.get_recipe("quick").make_config(epochs=epochs)
+    config = get_recipe("quick").make_config(epochs=epochs)
 
     def train_once(cfg, watch=None, browser_use=None, label="") -> tuple[list[float], float, dict]:
         run_id = runs.launch(cfg, runs_dir)
@@ -220,7 +217,7 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
                 browser_use[label] += cpu_since(before, browser_cpu())
             if closer:
                 closer()
-            if status.get("state") in runs.ACTIVE_STATES or not status:  # interrupted or timed out: end it
+            if status.get("state") in runfiles.ACTIVE_STATES or not status:  # interrupted or timed out: end it
                 with contextlib.suppress(Exception):
                     runs.stop(run_id, runs_dir)
         return step_rates(runs.run_path(run_id, runs_dir)), time.perf_counter() - start, status
@@ -234,8 +231,7 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
 
     server = Server(runs_dir, runs_dir.parent / "streamlit.log")
     # The floor: Streamlit's frontend alone (bench/floor_app.py), measured in the same run.
-    floor = Server(runs_dir, runs_dir.parent / "streamlit-floor.log", "bench/floor_app.py",
-                   "--server.enableStaticServing", "false")
+    floor = Server(runs_dir, runs_dir.parent / "streamlit-floor.log", "bench/floor_app.py")
     try:
         up_s = server.wait_healthy()
         floor.wait_healthy()
@@ -265,7 +261,8 @@ def section_ui(report, args, Row, runs_dir: Path) -> None:
                         details += f"; server healthy {up_s:.1f} s after start"
                     report.add(Row(
                         section="ui", case=f"{title} page: first render", ours=typical, ours_unit="s",
-                        details=details, target=f"<= {RENDER_TARGET_S} s (median)", met=typical <= RENDER_TARGET_S,
+                        details=details, target=f"<= floor + {ABOVE_FLOOR_TARGET_S} s (median of pairs)",
+                        met=above <= ABOVE_FLOOR_TARGET_S,
                         extra={"visits": [v._asdict() for v in seen], "floors": [f.complete for f in floors],
                                "above_floor_s": above, "server_up_s": up_s},
                     ))

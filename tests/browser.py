@@ -16,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from alexnet_core.training import get_recipe
+from alexnet_core.config import get_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -148,8 +148,10 @@ def shot(pg, name: str) -> None:
 
 
 ERRORS = "[data-testid=stException], [data-testid=stAlertContentError]"
-# A chart that lab_charts has drawn (an SVG exists only once plotly.js has loaded and plotted).
-DRAWN_CHART = ".lab-chart:has(.main-svg)"
+# A plotly chart that is drawn (its SVG exists only once plotly.js has loaded and plotted).
+DRAWN_CHART = "[data-testid=stPlotlyChart]:has(.main-svg)"
+# The live view's status line (st.progress with its text).
+PROGRESS = "[data-testid=stProgress]"
 
 
 def no_exception(pg) -> None:
@@ -165,8 +167,7 @@ def nav(pg, label: str) -> None:
     pg.locator("[data-testid=stSidebarNav]").get_by_text(label, exact=True).click()
 
 
-# The x values of each Plotly chart on the page (Streamlit's or lab_charts'), by
-# chart title. Plotly keeps the figure on its div; ._fullData holds the decoded
+# The x values of each Plotly chart on the page, by chart title. Plotly keeps the figure on its div; ._fullData holds the decoded
 # arrays (plotly.py sends numpy columns base64-encoded, so .data holds {dtype,
 # bdata} objects).
 CHART_XS = """() => {

@@ -5,7 +5,7 @@ import os
 import pytest
 
 
-# --- data (alexnet_core.data) -------------------------------------------------
+# --- data (alexnet_core.datasets) -------------------------------------------------
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def no_md5_check(monkeypatch):
     monkeypatch.setattr(torchvision.datasets.flowers102, "check_integrity", exists)
 
 
-# --- dashboard (app.py, app_pages/) ------------------------------------------
+# --- dashboard (app.py, ui/, pages/) -----------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +54,10 @@ def ui_lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finished_run(ui_lab):
     """The id of a finished run: the quick recipe trained for one epoch on digits."""
-    from alexnet_core import runs, training
+    from alexnet_core import runs
+    from alexnet_core.config import get_recipe
 
-    config = training.get_recipe("quick").make_config(epochs=1)
+    config = get_recipe("quick").make_config(epochs=1)
     run_id = runs.launch(config)
     state = runs.wait(run_id, timeout=240)
     assert state["state"] == "finished", state

@@ -12,7 +12,10 @@ import re
 
 import pytest
 
-from tests.browser import CHROMIUM, DRAWN_CHART, QUICK_SIZE, VIEWPORT, Server, lab_env, launch_chromium, nav, no_exception, settle, shot
+from tests.browser import (
+    CHROMIUM, DRAWN_CHART, PROGRESS, QUICK_SIZE, VIEWPORT, Server, chart_xs, lab_env, launch_chromium, nav, no_exception, settle,
+    shot, wait_for_chart,
+)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -31,11 +34,11 @@ def server(running):
     return running.url
 
 
-def test_server_start_up_tuning_took_effect(running):
-    # lab_server.py: without TCP_NODELAY every kept-alive response waited ~40 ms
+def test_server_start_up_warmed_and_froze_the_imports(running):
+    # app.py's lifespan: the imports and caches are warm before the first visitor,
+    # and frozen out of the garbage collector's way
     log = running.log_path.read_text()
-    assert "TCP_NODELAY on 1 listening socket" in log
-    # and the post-script-run collection skips the imports (lab_server.freeze_startup_heap)
+    assert "AlexNet Lab: PyTorch and the lab imported and warmed" in log, log
     assert re.search(r"AlexNet Lab: \d{5,} objects of the warm-up frozen", log), log
 
 
@@ -95,6 +98,7 @@ def test_journey_home_model_train_predictions_runs(server, page):
     expect(launch).to_be_enabled()
     launch.click()
     expect(pg.get_by_text("is finished")).to_be_visible(timeout=240_000)
+    run_id = re.search(r"Run (\S+) is finished", pg.get_by_text("is finished").inner_text()).group(1)
     settle(pg)  # the full rerun that stops the polling
     expect(pg.get_by_text("epoch 1 of 1")).to_be_visible()  # the epochs typed just before the click
     # One chart of each, once the rerun that stops the polling has replaced the
@@ -131,12 +135,12 @@ def test_journey_home_model_train_predictions_runs(server, page):
 
     nav(pg, "Runs")
     expect(pg.get_by_role("heading", name="Compare curves")).to_be_visible()
-    curves = pg.locator("svg.lab-lines")  # lab_charts.lines: plain SVG, no plotly.js on this page
-    expect(curves).to_be_visible()
-    expect(curves.locator("polyline.lab-line")).not_to_have_count(0)
-    frame = curves.bounding_box()
-    curves.hover(position={"x": frame["width"] * 0.9, "y": frame["height"] / 2})
-    expect(pg.locator(".lab-lines-tip")).to_contain_text(re.compile(r"epoch \d+.*: \d+(\.\d+)?%", re.S))
+    expect(pg.locator(DRAWN_CHART)).to_have_count(1)
+    wait_for_chart(pg, "validation accuracy (%) by epoch", run_id, "x.length === 1 && x[0] === 1")
+    point = pg.locator(f"{DRAWN_CHART} .scatterlayer .point").first
+    box = point.bounding_box()  # plotly's drag layer lies over the points: move the pointer there
+    pg.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    expect(pg.locator(".hoverlayer")).to_contain_text(re.compile(r"epoch 1: \d+(\.\d+)?%"))
     pg.get_by_text("Download or delete a run").click()  # drawn when opened
     expect(pg.get_by_role("button", name="best.pt")).to_be_visible()
     # a download's file is made when its button is clicked
@@ -148,93 +152,55 @@ def test_journey_home_model_train_predictions_runs(server, page):
     shot(pg, "06-runs")
 
 
-def test_charts_below_the_first_screen_draw_when_seen(server, page):
-    """A new visitor's Train page on a projector (1280x800): the form fills the
-    first screen and the last run's charts sit below it. lab_charts draws those
-    when they scroll into view, or once the page has been idle, never not at all.
-    (Runs after the journey, which left a finished run.)"""
+def test_a_deep_link_opened_first_after_a_start_gets_the_frame(tmp_path, page):
+    """A shared link is often the first page a fresh server serves. It must get the
+    st.navigation frame (the page list and the sidebar choice), not Streamlit's
+    legacy pages/ mode, which a pages/ folder beside the navigation script starts."""
     expect = playwright_api.expect
-    charts = '.stElementContainer[class*="st-key-chart-"]'  # lab_charts.KEY_PREFIX: the charts, not the progress line
-    for scroll in (True, False):
+    with Server(lab_env(tmp_path), tmp_path / "server.log") as srv:
         context = page.context.browser.new_context(viewport={"width": 1280, "height": 800})
         try:
             pg = context.new_page()
-            pg.goto(f"{server}/train")
+            pg.set_default_timeout(60_000)
+            pg.goto(f"{srv.url}/model?variant=cifar&model_view=Shapes")
             settle(pg)
-            expect(pg.locator(charts)).to_have_count(2)
-            if scroll:
-                pg.locator(charts).first.scroll_into_view_if_needed()
-            expect(pg.locator(DRAWN_CHART)).to_have_count(2, timeout=30_000)
-            expect(pg.locator(".lab-chart-wait")).to_have_count(0)
-            if scroll:  # folding the sidebar widens the column: the chart follows it
-                svg = pg.locator(".lab-chart .main-svg").first
-                narrow = svg.bounding_box()["width"]
-                pg.locator("[data-testid=stSidebar]").hover()  # the fold button shows on hover
-                pg.get_by_role("button", name="Collapse sidebar").click()
-                pg.wait_for_function(
-                    "w => document.querySelector('.lab-chart .main-svg').getBoundingClientRect().width > w + 100",
-                    arg=narrow,
-                )
+            expect(pg.get_by_role("heading", name="AlexNet for 32x32 (CIFAR)")).to_be_visible()
+            nav_links = pg.locator("[data-testid=stSidebarNav] a")
+            expect(nav_links).to_have_count(5)
+            labels = [text.split("\n")[-1] for text in nav_links.all_inner_texts()]  # after each icon's name
+            assert labels == ["Home", "Model", "Train", "Predictions", "Runs"], labels
+            expect(pg.locator("[data-testid=stSidebar]").get_by_text("Your choice")).to_be_visible()
+            expect(pg.locator("[data-testid=stSidebar]")).to_contain_text("AlexNet for 32x32 (CIFAR):")  # the link's variant
             no_exception(pg)
         finally:
             context.close()
 
 
-def test_a_page_opened_at_its_own_address_connects_at_the_first_attempt(server, page):
-    """A shared link or a refresh opens /model itself. Streamlit's frontend would first
-    try /model/_stcore/health, get a 404 and wait 100 ms (lab_server.PageHtml)."""
-    expect = playwright_api.expect
-    context = page.context.browser.new_context(viewport=VIEWPORT)
-    try:
-        pg = context.new_page()
-        asked = []
-        pg.on("request", lambda request: asked.append(request.url))
-        pg.goto(f"{server}/model?variant=cifar")
-        settle(pg)
-        expect(pg.get_by_role("heading", name="AlexNet for 32x32 (CIFAR)")).to_be_visible()
-        probes = [url for url in asked if "/_stcore/" in url and "/stream" not in url]
-        assert probes and all(url.startswith(f"{server}/_stcore/") for url in probes), probes
-        no_exception(pg)
-    finally:
-        context.close()
-
-
-# Counts Plotly.react calls per chart title from now on.
-COUNT_REDRAWS = """() => {
-    window.__labRedraws = {};
-    const plotly = window.Plotly, react = plotly.react;
-    plotly.react = function (gd, data, layout, ...rest) {
-        const title = layout?.title?.text ?? "";
-        window.__labRedraws[title] = (window.__labRedraws[title] || 0) + 1;
-        return react.call(plotly, gd, data, layout, ...rest);
-    };
-}"""
-
-
-def test_a_watched_run_redraws_its_accuracy_chart_only_when_an_epoch_ends(running, page):
-    """The poll brings both charts every few seconds; the accuracy chart changes
-    only at an epoch's end, and redrawing the same picture cost the browser
-    40-60 ms of plotly.js each time. (Last in this file: it leaves a stopped run.)"""
+def test_a_watched_run_updates_its_status_and_charts_in_place(running, page):
+    """The live view is two fragments: the status line and the charts refresh on
+    their own timers, with no reload of the page. (Last in this file: it leaves a
+    stopped run.)"""
     from pathlib import Path
 
     from alexnet_core import runs
-    from alexnet_core.training import TrainConfig
+    from alexnet_core.config import TrainConfig
 
     expect = playwright_api.expect
     runs_dir = Path(running.env["ALEXNET_LAB_RUNS"])
-    # 96-pixel digits: an epoch takes far longer than the few seconds between chart polls
+    # 96-pixel digits: long enough to watch several refreshes
     run_id = runs.launch(TrainConfig(variant="mnist", dataset="digits", input_size=96, epochs=3, batch_size=32), runs_dir)
     try:
         page.goto(f"{running.url}/train?run={run_id}")
         expect(page.get_by_text(f"{run_id} is running")).to_be_visible()
-        expect(page.locator(DRAWN_CHART)).to_have_count(2)
-        epoch_before = runs.status(run_id, runs_dir)["epoch"]
-        page.evaluate(COUNT_REDRAWS)
-        page.wait_for_function("() => (window.__labRedraws['Loss'] || 0) >= 3", timeout=90_000)
-        redraws = page.evaluate("window.__labRedraws")
-        ended = runs.status(run_id, runs_dir)["epoch"] - epoch_before
-        # at most one redraw per epoch that ended meanwhile (and one for an end just before the count began)
-        assert redraws.get("Accuracy per epoch", 0) <= ended + 1 < redraws["Loss"], (redraws, ended)
+        page.evaluate("() => { window.__sameDocument = true; }")
+        bar = page.locator(PROGRESS).first
+        expect(bar).to_contain_text(re.compile(r"step [1-9]"))
+        seen = bar.inner_text()
+        expect(bar).not_to_have_text(seen)
+        wait_for_chart(page, "Loss", "training (per step)", "x.length > 0")
+        steps = len(next(t["x"] for t in chart_xs(page)["Loss"] if t["name"] == "training (per step)"))
+        wait_for_chart(page, "Loss", "training (per step)", "x.length > arg", arg=steps)
+        assert page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
         no_exception(page)
     finally:
         runs.stop(run_id, runs_dir)

@@ -7,8 +7,6 @@
   watches it: the page says ``interrupted`` within seconds and offers Resume,
   which finishes the run.
 - Two quick clicks on Launch in the browser make one run.
-- A proxy that does not forward the page's poll (``_lab/live/``): the page's
-  fragments refresh it instead, and the poll takes over again once it answers.
 
 Each test starts its own server on a loopback port with its run store in a
 temporary folder, waits only on visible text, files or endpoints, and stops
@@ -25,11 +23,10 @@ from pathlib import Path
 
 import pytest
 
-import lab_pacing
 from alexnet_core import runs
 from tests.browser import (
-    CHROMIUM, DRAWN_CHART, QUICK_SIZE, VIEWPORT, Server, chart_xs, error_texts, kill_runs, lab_env, launch_chromium, settle, shot, wait_for_chart,
-    wait_until,
+    CHROMIUM, DRAWN_CHART, PROGRESS, QUICK_SIZE, VIEWPORT, Server, chart_xs, error_texts, kill_runs, lab_env, launch_chromium,
+    settle, shot, wait_for_chart, wait_until,
 )
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -122,7 +119,7 @@ def the_one_run(runs_dir: Path) -> str:
 
 
 def progress(pg):
-    return pg.locator(".lab-progress").first
+    return pg.locator(PROGRESS).first
 
 
 def step_events(run_id: str, runs_dir: Path) -> list[dict]:
@@ -156,54 +153,6 @@ def assert_charts_hold_the_whole_run(pg, run_id: str, runs_dir: Path) -> None:
         assert acc[name] == want_epochs, (name, acc[name], want_epochs)
 
 
-# --------------------------------------------------------------------------- a proxy that hides _lab/
-
-
-def test_a_page_whose_poll_cannot_reach_the_server_refreshes_by_fragment_reruns(lab, server, browser):
-    """A proxy that forwards Streamlit's paths but not the lab's poll: after three
-    unanswered polls the page says so once, and its fragments take over, the status
-    every few seconds and the charts every CHARTS_EVERY_S, long before the safety
-    net's RERUN_EVERY_S."""
-    from alexnet_core import training
-
-    runs_dir = lab / "runs"
-    run_id = runs.launch(training.get_recipe("quick").make_config(epochs=60), runs_dir)
-    pg = new_page(browser)
-    reruns = []  # what the page sends on Streamlit's websocket: a rerun request, fragment or trigger
-    pg.on("websocket", lambda ws: ws.on("framesent", lambda frame: reruns.append(time.monotonic())))
-    refused = []
-    pg.route("**/_lab/live/**", lambda route: (refused.append(route.request.url), route.abort()))
-    pg.goto(f"{server.url}/train?run={run_id}")
-    expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
-    bar = progress(pg)
-    expect(bar).to_contain_text(re.compile(r"step [1-9]"))
-    expect(pg.locator(DRAWN_CHART)).to_have_count(2)
-    seen = bar.inner_text()
-    steps = len(chart_xs(pg)["Loss"][0]["x"])
-    budget_ms = lab_pacing.RERUN_EVERY_S * 1000 // 2
-    expect(bar).not_to_have_text(seen, timeout=budget_ms)
-    wait_for_chart(pg, "Loss", "training (per step)", "x.length > arg", arg=steps, timeout=budget_ms)
-    assert len(refused) >= 3, refused  # every poll was refused: the fragments did the refreshing
-    assert reruns, "no fragment rerun was asked for"
-
-    # The proxy forwards the poll again: the page goes back to the poll alone, and
-    # its fragments stop rerunning (the status line still moves, with no rerun sent).
-    pg.unroute("**/_lab/live/**")
-    pg.wait_for_event("response", lambda r: "/_lab/live/" in r.url and r.ok)
-
-    deadline = time.monotonic() + budget_ms / 1000
-    while True:
-        asked = len(reruns)
-        for _ in range(4):  # about four seconds of polls; the fragments reran every two
-            seen = bar.inner_text()
-            expect(bar).not_to_have_text(seen)
-        if len(reruns) == asked:
-            break
-        assert time.monotonic() < deadline, f"the fragments still rerun: {len(reruns) - asked} requests in the last window"
-    assert_no_errors(pg)
-    runs.stop(run_id, runs_dir)
-
-
 # --------------------------------------------------------------------------- a. the server restarts
 
 
@@ -213,12 +162,8 @@ def test_server_restart_while_a_run_trains_reattaches_with_full_history(lab, ser
     run_id = launch_quick_demo(pg, server.url, runs_dir, epochs=6)
     bar = progress(pg)
     expect(bar).to_contain_text(re.compile(r"step [1-9]"))
-    polls = []
-    pg.on("request", lambda r: "/_lab/live/" in r.url and polls.append(r.url))
     seen = bar.inner_text()
-    # live: the step counter moves, sooner than the fragment's own rerun (the page's poll moves it)
-    expect(bar).not_to_have_text(seen, timeout=lab_pacing.RERUN_EVERY_S * 1000 // 3)
-    assert polls and f"/_lab/live/{run_id}?viewer=" in polls[0], polls
+    expect(bar).not_to_have_text(seen)  # live: the status fragment moves the step counter
     expect(pg.locator(DRAWN_CHART).first).to_be_visible()
     assert_no_errors(pg)
 

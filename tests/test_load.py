@@ -1,18 +1,12 @@
 """Load: a classroom's browsers on the Train page while one run trains.
 
 Issue 5's load test, marked ``load`` and ``e2e``; CI runs it (about 6.5
-minutes on 2 cores). Measured 2026-11-22 on the 2-core machine: training at
-194 images/s with 20 viewers against 203 with none (a 4.5% drop; target
-<= 15%); the server used 0.06 of a core, Chromium 0.39 of its own; the
-server's RSS stayed at 898-899 MB over the 60 s window; every page showed
-10-13 progress updates. What makes it pass: each page polls the run's
-progress (lab_server.LiveApi) instead of rerunning Streamlit fragments, and
-the refresh budget of lab_pacing.py: with twenty pages watching, each polls
-8x slower (every 8 s, the charts every 40 s), so the server spends about what
-three pages at the base rate cost. Before the budget, each page took
-0.02-0.03 of a core of the server and 0.14-0.30 of the browser, and twenty
-pages on one browser core never all showed the run; with the budget but
-fragment reruns, Chromium took 0.63 and each page showed 4-6 updates.
+minutes on 2 cores). Figures and history: bench/README.md and docs/history.md.
+What makes it pass is the refresh budget of ui/live.py: a watching page's
+status line and charts are two Streamlit fragments that rerun every 2 s and
+5 s for one viewer; with twenty pages watching, each reruns 8x slower (every
+16 s and 40 s), so the server spends about what three pages at the base rate
+cost, and each rerun reads only the run's new metric lines, once for everyone.
 
 One headless Chromium opens the Train page in ``VIEWERS`` (20) browser
 contexts, each its own Streamlit session, against `streamlit run app.py` on a
@@ -62,13 +56,13 @@ import pytest
 
 from alexnet_core import runs
 from bench.procstat import OtherLoad, cpu_seconds, descendants
-from alexnet_core.training import TrainConfig
-from tests.browser import ARTIFACTS, CHROMIUM, ERRORS, Server, kill_runs, lab_env, launch_chromium, settle, wait_until
+from alexnet_core.config import TrainConfig
+from tests.browser import ARTIFACTS, CHROMIUM, ERRORS, PROGRESS, Server, kill_runs, lab_env, launch_chromium, settle, wait_until
 
 VIEWERS = 20
 MAX_DROP = 0.25  # the test's bound; the target is 0.15
 SERVER_CORE, BROWSER_CORE = 0, 1
-WINDOW_S = 60.0  # each measurement window: twenty viewers poll every 8 s (lab_pacing)
+WINDOW_S = 60.0  # each measurement window: twenty viewers' status lines refresh every 16 s (ui.live)
 RSS_EVERY_S = 3.0
 PAGE_MS = 180_000  # opening 20 pages on two shared cores takes a while
 VIEWPORT = {"width": 1280, "height": 1000}
@@ -163,7 +157,7 @@ def stop_run(run_id: str, runs_dir: Path) -> None:
 WATCH = """() => {
     window.__seen = new Set();
     window.__watch = setInterval(() => {
-        const bar = document.querySelector('.lab-progress');
+        const bar = document.querySelector('[data-testid=stProgress]');
         if (bar) window.__seen.add(bar.innerText);
     }, 500);
 }"""
@@ -188,7 +182,7 @@ def open_viewers(browser, url: str, run_id: str, count: int) -> list:
     for i, pg in enumerate(pages):
         try:
             expect(pg.get_by_text(f"{run_id} is running")).to_be_visible(timeout=PAGE_MS)
-            expect(pg.locator(".lab-progress")).to_contain_text("step", timeout=PAGE_MS)
+            expect(pg.locator(PROGRESS)).to_contain_text("step", timeout=PAGE_MS)
         except AssertionError as exc:  # keep what the page showed
             ARTIFACTS.mkdir(exist_ok=True)
             pg.screenshot(path=str(ARTIFACTS / f"load-viewer-{i}.png"))

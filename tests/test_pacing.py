@@ -1,4 +1,4 @@
-"""The refresh budget of a watched run (lab_pacing)."""
+"""The refresh budget of a watched run (ui.live)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-import lab_pacing
-from lab_pacing import Audience, refresh_scale
+from ui import live
+from ui.live import Audience, refresh_scale
 
 
 @pytest.mark.parametrize(
@@ -19,8 +19,8 @@ def test_scale_keeps_the_total_near_the_free_viewers(viewers, scale):
 
 
 def test_total_refresh_rate_stays_within_the_budget_up_to_the_cap():
-    for viewers in range(1, lab_pacing.FREE_VIEWERS * lab_pacing.MAX_SCALE + 1):
-        assert viewers / refresh_scale(viewers) <= lab_pacing.FREE_VIEWERS
+    for viewers in range(1, live.FREE_VIEWERS * live.MAX_SCALE + 1):
+        assert viewers / refresh_scale(viewers) <= live.FREE_VIEWERS
 
 
 class Clock:
@@ -46,10 +46,9 @@ def test_audience_counts_sessions_once_and_forgets_the_gone():
 
 
 def test_a_viewer_at_the_slowest_pace_still_counts():
-    # the poll and the charts slow down with the audience; the fragment's rerun does not
-    slowest = max(lab_pacing.POLL_EVERY_S * lab_pacing.MAX_SCALE, lab_pacing.CHARTS_EVERY_S * lab_pacing.MAX_SCALE,
-                  lab_pacing.RERUN_EVERY_S)
-    assert lab_pacing.SEEN_FOR_S > slowest
+    # both fragments slow down with the audience
+    slowest = max(live.STATUS_EVERY_S, live.CHARTS_EVERY_S) * live.MAX_SCALE
+    assert live.SEEN_FOR_S > slowest
     clock = Clock()
     audience = Audience(clock=clock)
     for session in "abc":

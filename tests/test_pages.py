@@ -14,15 +14,17 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from alexnet_core import runs, training, variants
+from alexnet_core import datasets, runs, variants
+from alexnet_core.config import get_recipe
+from ui import choice
 
-APP = str(Path(__file__).resolve().parent.parent / "dashboard.py")
+APP = str(Path(__file__).resolve().parent.parent / "ui" / "frame.py")
 PAGES = {
-    "home": "app_pages/home.py",
-    "model": "app_pages/model.py",
-    "train": "app_pages/train.py",
-    "predictions": "app_pages/predictions.py",
-    "runs": "app_pages/runs.py",
+    "home": choice.HOME,
+    "model": choice.MODEL,
+    "train": choice.TRAIN,
+    "predictions": choice.PREDICTIONS,
+    "runs": choice.RUNS,
 }
 TIMEOUT = 60
 
@@ -44,17 +46,8 @@ def no_errors(at: AppTest) -> None:
 
 
 def charts(at: AppTest) -> list[dict]:
-    """The plotly figures on the page, Streamlit's and lab_charts' alike."""
-    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    for data in lab_components(at, "chart"):
-        figures.append(json.loads(data["figure"]))
-    return figures
-
-
-def lab_components(at: AppTest, kind: str) -> list[dict]:
-    """The data sent to lab_charts' component of ``kind`` ("chart", "lines" or "progress")."""
-    sent = [json.loads(c.proto.json) for c in at.get("bidi_component") if c.proto.component_name == "alexnet_lab.chart"]
-    return [data for data in sent if data["kind"] == kind]
+    """The plotly figures on the page."""
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def chart_titles(at: AppTest) -> list[str]:
@@ -80,10 +73,8 @@ def test_page_renders_at_defaults(ui_lab, page):
 
 def test_sidebar_is_filled_from_the_registries(ui_lab):
     at = open_page("home")
-    from alexnet_core import data
-
     assert at.sidebar.selectbox(key="variant").options == variants.list_models()
-    assert at.sidebar.selectbox(key="dataset").options == data.list_datasets()
+    assert at.sidebar.selectbox(key="dataset").options == datasets.list_datasets()
 
 
 @pytest.mark.parametrize("page", list(PAGES))
@@ -143,7 +134,7 @@ def test_model_tabs(ui_lab, tab):
 def test_table_html_escapes_cells_and_marks_rows():
     import pandas as pd
 
-    from lab_ui import table_html
+    from ui.formatting import table_html
 
     table = table_html(pd.DataFrame({"layer": ["<b>x</b>", "y"], "params": ["1,024", None]}), right=("params",), marked={1})
     assert "&lt;b&gt;x&lt;/b&gt;" in table and "<b>x</b>" not in table
@@ -199,7 +190,7 @@ def test_train_launches_a_run_that_finishes(ui_lab):
     at = open_page("train")
     no_errors(at)
     at.button(key="use_recipe_choice").click().run()  # the quick recipe's small digits
-    assert at.sidebar.number_input(key="size").value == training.get_recipe("quick").config.input_size
+    assert at.sidebar.number_input(key="size").value == get_recipe("quick").config.input_size
     at.number_input(key="quick:epochs").set_value(1).run()
     before = set(runs.list_runs()["id"])
     at.button(key="launch").click().run()
@@ -215,12 +206,9 @@ def test_train_launches_a_run_that_finishes(ui_lab):
     assert "test accuracy" in texts(at)
     assert chart_titles(at) == ["Loss", "Accuracy per epoch"]
     assert runs.read_config(run_id).epochs == 1
-    # the progress line: full, not polling, and where it would poll
-    [line] = lab_components(at, "progress")
-    assert (line["fraction"], line["state"]) == (1.0, "finished")
-    assert line["text"].startswith("epoch 1 of 1 · step ")
-    assert line["live"]["url"] == f"/_lab/live/{run_id}" and line["live"]["active"] is False
-    assert {c["live"]["part"] for c in lab_components(at, "chart")} == {"loss", "accuracy"}
+    # the status line: full, with the run's last step
+    [line] = at.get("progress")
+    assert line.proto.value == 100 and line.proto.text.startswith("epoch 1 of 1 · step ")
     # the run this session launched stays on top once it ends; the form folds away below it
     assert "Start another run" in [e.label for e in at.expander]
     assert "Start another run" not in [e.label for e in open_page("train").expander]  # a new visitor: the form first
@@ -242,48 +230,79 @@ def test_launch_twice_quickly_makes_one_run(ui_lab, finished_run):
 # ---------------------------------------------------------------- a finished run
 
 
-def test_a_tile_never_shows_a_negative_loss():
-    from types import SimpleNamespace
+def test_a_tile_never_shows_a_negative_loss(ui_lab, finished_run):
+    """float32 gives a loss of -0.0 or -1e-7 for a certain right answer: a tile says 0.00."""
+    import numpy as np
 
-    import lab_ui
+    copy = "negative-losses"
+    shutil.copytree(runs.run_path(finished_run), runs.run_path(finished_run).parent / copy)
+    try:
+        for path in (runs.run_path(copy) / "predictions").glob("*.npz"):
+            with np.load(path) as npz:
+                arrays = dict(npz)
+            right = arrays["label"] == arrays["pred"]
+            arrays["loss"] = np.where(right, -1.2e-7, arrays["loss"]).astype(arrays["loss"].dtype)
+            np.savez(path, **arrays)
+        at = open_page("predictions", run=copy)
+        at.toggle(key="only_wrong").set_value(False).run()
+        at.toggle(key="by_loss").set_value(False).run()
+        no_errors(at)
+        tiles = [m.value for m in at.markdown if "✓" in m.value and "loss" in m.value]
+        assert tiles and all("loss 0.00 · #" in t and "-0.00" not in t for t in tiles), tiles
+    finally:
+        shutil.rmtree(runs.run_path(copy), ignore_errors=True)
 
-    for loss in (-1.2e-7, -0.0):
-        row = SimpleNamespace(pred=3, label=3, p_pred=1.0, p_true=1.0, loss=loss, index=3)
-        text = lab_ui._tile_text(row, [str(i) for i in range(10)], ok=True)
-        assert "loss 0.00 · #3" in text and "-0.00" not in text, loss
+
+def test_run_metrics_read_only_the_new_lines(ui_lab, finished_run):
+    """The live view's shared reader: each refresh reads the lines added since the
+    last one, and builds the figures again only when some arrived."""
+    from ui.live import RunMetrics
+
+    copy = "growing-metrics"
+    shutil.copytree(runs.run_path(finished_run), runs.run_path(finished_run).parent / copy)
+    try:
+        path = runs.run_path(copy) / "metrics.jsonl"
+        lines = path.read_text().splitlines(keepends=True)
+        cut = len(lines) // 2
+        path.write_text("".join(lines[:cut]))
+        metrics = RunMetrics(copy, str(runs.run_path(copy).parent))
+        steps_a, _, loss_a, _ = metrics.snapshot()
+        offset = metrics.offset
+        assert offset == path.stat().st_size and len(metrics.rows) == cut
+        assert metrics.snapshot()[2] is loss_a, "no new line: the same figure"
+        with open(path, "a") as f:
+            f.write("".join(lines[cut:]))
+        steps_b, epochs_b, loss_b, accuracy_b = metrics.snapshot()
+        assert len(metrics.rows) == len(lines) and metrics.offset > offset
+        assert len(steps_b) > len(steps_a) and loss_b is not loss_a
+        assert loss_b.layout.title.text == "Loss" and accuracy_b.layout.title.text == "Accuracy per epoch"
+        assert {t.name for t in accuracy_b.data} == {"training", "validation", "test"}
+        assert list(accuracy_b.data[0].x) == list(epochs_b["epoch"])
+    finally:
+        shutil.rmtree(runs.run_path(copy), ignore_errors=True)
 
 
-def test_live_payload_of_a_finished_run(ui_lab, finished_run, monkeypatch):
-    """What a watching page's poll is answered (lab_server.LiveApi -> lab_ui.live_payload)."""
-    import lab_pacing
-    import lab_ui
+def test_a_large_audience_slows_every_page_and_says_so(ui_lab):
+    """Past FREE_VIEWERS sessions watching one running run, each page refreshes a
+    power of two slower, and says why."""
+    from alexnet_core.config import TrainConfig
+    from ui import live
 
-    answer = json.loads(lab_ui.live_payload(finished_run, "viewer-1", None))
-    assert (answer["state"], answer["active"], answer["fraction"]) == ("finished", False, 1.0)
-    assert answer["text"].startswith("epoch 1 of 1 · step ")
-    # an ended run's answer always carries its last charts, whatever the page has
-    assert answer["version"] >= 1
-    loss, accuracy = answer["charts"]["loss"], answer["charts"]["accuracy"]
-    assert loss["layout"]["title"]["text"] == "Loss" and accuracy["layout"]["title"]["text"] == "Accuracy per epoch"
-    assert {t["name"] for t in accuracy["data"]} == {"training", "validation", "test"}
-    # the figures are the ones a rerun sends, spliced in unchanged
-    _, _, _, loss_sent, _ = lab_ui.run_metrics(finished_run).versioned()
-    assert loss == json.loads(loss_sent.json)
-    # each poll counts its viewer: past FREE_VIEWERS the pace slows for all
-    for i in range(2, lab_pacing.FREE_VIEWERS + 2):
-        answer = json.loads(lab_ui.live_payload(finished_run, f"viewer-{i}", 0))
-    assert answer["scale"] == lab_pacing.refresh_scale(lab_pacing.FREE_VIEWERS + 1) == 2
-    with pytest.raises(runs.RunError):
-        lab_ui.live_payload("no-such-run", "viewer-1", None)
-    # while it runs, the charts come only when asked for and newer than the page's
-    real = runs.status(finished_run)
-    monkeypatch.setattr(lab_ui.runs, "status", lambda run_id: dict(real, state="running"))
-    version = lab_ui.run_metrics(finished_run).version
-    assert "charts" not in json.loads(lab_ui.live_payload(finished_run, "viewer-1", None))
-    assert "charts" not in json.loads(lab_ui.live_payload(finished_run, "viewer-1", version))
-    answer = json.loads(lab_ui.live_payload(finished_run, "viewer-1", version - 1))
-    assert answer["active"] is True and answer["version"] == version and "loss" in answer["charts"]
-
+    run_id = runs.launch(TrainConfig(variant="mnist", dataset="digits", input_size=28, epochs=200, batch_size=32))
+    try:
+        for i in range(live.FREE_VIEWERS * 2):  # other sessions watching it now
+            live.run_metrics(run_id).audience.seen(f"another-session-{i}")
+        at = open_page("train", run=run_id)
+        no_errors(at)
+        assert at.selectbox(key="run").value == run_id
+        scale = live.refresh_scale(live.FREE_VIEWERS * 2 + 1)
+        captions = [c.value for c in at.caption if "pages are watching this run" in c.value]
+        assert scale == 4 and captions, [c.value for c in at.caption]
+        assert f"progress every {live.STATUS_EVERY_S * scale:g} s" in captions[0]
+        assert f"charts every {live.CHARTS_EVERY_S * scale:g} s" in captions[0]
+    finally:
+        runs.stop(run_id)
+        runs.wait(run_id, timeout=120)
 
 
 def test_predictions_grid_and_filters(ui_lab, finished_run):
@@ -293,8 +312,7 @@ def test_predictions_grid_and_filters(ui_lab, finished_run):
     preds = runs.read_predictions(finished_run)
     wrong = int((preds["label"] != preds["pred"]).sum())
     assert wrong > 0, "one epoch leaves mistakes to look at"
-    from lab_ui import PER_PAGE
-
+    PER_PAGE = at.selectbox(key="per_page").value
     tiles = [m.value for m in at.markdown if "predicted" in m.value and "loss" in m.value]
     assert len(tiles) == min(PER_PAGE, wrong) and all("✗" in t for t in tiles)
     assert f"of **{wrong:,}** matching" in texts(at)
@@ -342,11 +360,12 @@ def test_predictions_link_to_a_missing_run(ui_lab, finished_run):
 def test_runs_page_table_curves_downloads(ui_lab, finished_run):
     at = open_page("runs")
     no_errors(at)
-    assert not at.table and not at.dataframe  # a short list: a Markdown table
-    assert any(m.value.startswith("| id | variant |") and finished_run in m.value for m in at.markdown)
-    (curves,) = lab_components(at, "lines")
-    assert curves["title"] == "validation accuracy (%) by epoch" and curves["y_suffix"] == "%"
-    (line,) = [s for s in curves["series"] if s["name"] == finished_run]  # other tests' runs may be there too
+    assert not at.table and not at.dataframe  # a short list: one HTML table
+    assert f"<td>{finished_run}</td>" in at.html[0].value and "<th>variant</th>" in at.html[0].value
+    (curves,) = charts(at)
+    assert curves["layout"]["title"]["text"] == "validation accuracy (%) by epoch"
+    assert curves["layout"]["yaxis"]["range"] == [0, 101]
+    (line,) = [t for t in curves["data"] if t["name"] == finished_run]  # other tests' runs may be there too
     assert line["x"] == [1]
     assert line["y"] == [pytest.approx(100 * runs.status(finished_run)["best_val_acc"])]
     assert not at.get("download_button"), "the files wait in a closed expander"
@@ -363,22 +382,8 @@ def open_files(at: AppTest) -> None:
     at.run()
 
 
-def test_markdown_table_shows_each_cell_as_plain_text():
-    import pandas as pd
-
-    from lab_ui import markdown_table
-
-    table = markdown_table(pd.DataFrame({"id": ["a|b", "*x*_y"], "test": ["97.5%", None]}), right=("test",))
-    assert table.splitlines() == [
-        "| id | test |",
-        "| --- | ---: |",
-        r"| a\|b | 97.5% |",
-        r"| \*x\*\_y |  |",
-    ]
-
-
 def test_runs_page_long_list_is_a_scrolling_grid(ui_lab, finished_run):
-    from lab_ui import TABLE_ROWS
+    TABLE_ROWS = 15  # pages/runs.py: up to this many runs, a plain table
 
     source = runs.run_path(finished_run)
     copies = [source.parent / f"copy-{i:02d}" for i in range(TABLE_ROWS)]
@@ -387,7 +392,7 @@ def test_runs_page_long_list_is_a_scrolling_grid(ui_lab, finished_run):
             shutil.copytree(source, copy)
         at = open_page("runs")
         no_errors(at)
-        assert not at.table
+        assert not at.table and not any("<table" in h.value for h in at.html)
         assert len(at.dataframe[0].value) == len(runs.list_runs()) > TABLE_ROWS
     finally:
         for copy in copies:

@@ -2,8 +2,11 @@
 
 import streamlit as st
 
-import lab_ui
-from alexnet_core import data, training
+from alexnet_core import datasets
+from alexnet_core.config import get_recipe
+from ui import choice
+from ui.cached import launch_once
+from ui.formatting import error_ui
 
 st.title("AlexNet Lab")
 st.markdown(
@@ -15,42 +18,29 @@ st.markdown(
 )
 
 
-def _launch_demo() -> None:
-    recipe = training.get_recipe("quick")
-    config = recipe.make_config()
+def launch_demo() -> None:
     try:
-        config.validate()
-        run_id, _ = lab_ui.launch_once(config)
+        run_id, _ = launch_once(get_recipe("quick").make_config())
     except Exception as exc:
         st.session_state["demo_error"] = str(exc)
         return
-    lab_ui.watch_next(run_id)
+    choice.watch_next(run_id)
     st.session_state["demo_launched"] = run_id
-    lab_ui.apply_recipe_to_sidebar(recipe.name)  # show the demo's variant and dataset in the sidebar too
+    choice.apply_recipe_to_sidebar("quick")  # show the demo's variant and dataset in the sidebar too
 
 
 left, right = st.columns([3, 2], gap="large")
 with right:
     st.subheader("Quick demo")
-    try:
-        quick = training.get_recipe("quick")
-    except Exception as exc:
-        lab_ui.error_ui("The quick demo recipe is missing.", exc)
-    else:
-        st.markdown(f"**{quick.title}.** {quick.description}")
-        st.button(
-            "Start the quick demo",
-            icon=":material/play_arrow:",
-            type="primary",
-            on_click=_launch_demo,
-            key="quick_demo",
-            width="stretch",
-        )
+    quick = get_recipe("quick")
+    st.markdown(f"**{quick.title}.** {quick.description}")
+    st.button("Start the quick demo", icon=":material/play_arrow:", type="primary", on_click=launch_demo,
+              key="quick_demo", width="stretch")
     if err := st.session_state.pop("demo_error", None):
-        lab_ui.error_ui("The quick demo could not start.", RuntimeError(err))
+        error_ui("The quick demo could not start.", RuntimeError(err))
     if st.session_state.pop("demo_launched", None):
-        # query_params={} : a plain switch_page refuses to clear the sidebar's URL-bound params.
-        st.switch_page(lab_ui.TRAIN, query_params={})
+        # query_params={}: a plain switch_page refuses to clear the sidebar's URL-bound params.
+        st.switch_page(choice.TRAIN, query_params={})
     st.markdown(
         "**Where to go next**\n"
         "- **Model**: every layer, its output shape and the arithmetic behind it.\n"
@@ -62,21 +52,19 @@ with right:
 with left:
     st.subheader("Datasets")
     here, missing = [], []
-    for name in data.list_datasets():
-        info = data.get_info(name)
-        ok, where = lab_ui.dataset_availability(name)
-        (here if ok else missing).append((info, where))
-    # One Markdown element per list: each element costs a first visit's browser a render of its own.
+    for name in datasets.list_datasets():
+        ok, where = choice.dataset_availability(name)
+        (here if ok else missing).append((datasets.get_info(name), where))
+    # One Markdown element per list: each element is a render of its own on a first visit.
     for heading, icon, found in (("Ready on this computer", "check_circle", here), ("Not here yet", "download", missing)):
         if found:
             st.markdown("\n\n".join([f"**{heading}**"] + [
-                f":material/{icon}: **{info.title}** (`{info.name}`): {info.description}" for info, where in found
+                f":material/{icon}: **{info.title}** (`{info.name}`): {info.description}" for info, _ in found
             ]))
     if missing:
         with st.expander("How to get the others"):
             st.markdown(
                 "Online, the torchvision datasets download by themselves the first time a run uses them. "
-                "Offline, put their files in the data root in torchvision's layout:"
+                "Offline, put their files in the data root in torchvision's layout:\n\n"
+                + "\n".join(f"- **{info.title}**: {where}" for info, where in missing)
             )
-            for info, where in missing:
-                st.markdown(f"- **{info.title}**: {where}")

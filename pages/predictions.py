@@ -1,0 +1,258 @@
+"""Predictions: what a run gets right and wrong, image by image."""
+
+import html
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from alexnet_core import anatomy, predict, runs
+from ui import cached, choice
+from ui.charts import bars_figure, styled
+from ui.formatting import error_ui
+
+TABS = ["Test images", "Confusion matrix", "Your own image"]
+ANY = -1
+GRID_COLUMNS = 6
+# Two rows a page: a class talks over a few mistakes at a time.
+PER_PAGE_OPTIONS = [12, 24, 48, 96]
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
+
+
+def show_cell(true_index: int, pred_index: int) -> None:
+    """Filter the grid to one confusion-matrix cell and switch to it (a callback)."""
+    st.session_state["true_class"] = int(true_index)
+    st.session_state["pred_class"] = int(pred_index)
+    st.session_state["only_wrong"] = int(true_index) != int(pred_index)
+    st.session_state["grid_page"] = 1
+    st.session_state["pred_view"] = TABS[0]
+
+
+def clear_filters() -> None:
+    st.session_state["true_class"] = ANY
+    st.session_state["pred_class"] = ANY
+    st.session_state["grid_page"] = 1
+
+
+def tile_text(row, classes: list[str], ok: bool) -> str:
+    colour = "#006b4f" if ok else "#a83a00"
+    mark = "✓" if ok else "✗"
+    return (
+        f"<div style='line-height:1.3;font-size:0.95rem;margin-top:-0.6rem'>"
+        f"<b style='color:{colour}'>{mark}</b> predicted <b style='color:{colour}'>{html.escape(classes[int(row.pred)])}</b> ({row.p_pred:.0%})<br>"
+        f"true: <b>{html.escape(classes[int(row.label)])}</b> ({row.p_true:.0%})<br>"
+        # a near-certain right answer's loss can be -0.0 or -1e-7 in float32: not "-0.00"
+        f"loss {max(0.0, float(row.loss)):.2f} · #{int(row.index)}</div>"
+    )
+
+
+def grid_ui(preds: pd.DataFrame, ds, classes: list[str]) -> None:
+    """Filters, a pager over every matching test image, and the tiles."""
+    options = [ANY, *range(len(classes))]
+    label = lambda i: "any class" if i == ANY else f"{i}: {classes[i]}"  # noqa: E731
+    for key, default in (("only_wrong", True), ("by_loss", True), ("true_class", ANY), ("pred_class", ANY), ("grid_page", 1)):
+        st.session_state.setdefault(key, default)
+    for key in ("true_class", "pred_class"):
+        if st.session_state[key] not in options:
+            st.session_state[key] = ANY
+    # two rows: at 1280 pixels (a projector) one row cut the toggles' labels short
+    c1, c2 = st.columns(2)
+    only_wrong = c1.toggle("Misclassified only", key="only_wrong")
+    by_loss = c2.toggle("Top losses first", key="by_loss", help="Sort by loss, largest first; off: by dataset index.")
+    c3, c4, c5 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    true_class = c3.selectbox("True class", options, format_func=label, key="true_class")
+    pred_class = c4.selectbox("Predicted class", options, format_func=label, key="pred_class")
+    c5.button("Clear", on_click=clear_filters, help="Show every class again.", width="stretch")
+    shown = predict.filter_predictions(
+        preds, misclassified=only_wrong, true_class=None if true_class == ANY else true_class,
+        pred_class=None if pred_class == ANY else pred_class, sort_by_loss=by_loss,
+    )
+    if shown.empty:
+        st.info("No test image matches these filters.", icon=":material/search_off:")
+        return
+    per_page = st.session_state.get("per_page", PER_PAGE_OPTIONS[0])
+    pages = max(1, math.ceil(len(shown) / per_page))
+    if not 1 <= st.session_state["grid_page"] <= pages:
+        st.session_state["grid_page"] = 1
+    p1, p2, _, p4 = st.columns([1, 1, 1, 3], vertical_alignment="bottom")
+    page = p1.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key="grid_page")
+    p2.selectbox("Per page", PER_PAGE_OPTIONS, key="per_page")
+    first, last = (page - 1) * per_page, min(page * per_page, len(shown))
+    p4.markdown(f"Images **{first + 1}–{last}** of **{len(shown):,}** matching")
+    rows = list(shown.iloc[first:last].itertuples(index=False))
+    for start in range(0, len(rows), GRID_COLUMNS):
+        for col, row in zip(st.columns(GRID_COLUMNS), rows[start: start + GRID_COLUMNS]):
+            ok = int(row.label) == int(row.pred)
+            col.image(predict.tile_image(ds.test_x[int(row.index)], ok, target=128), width="stretch")
+            col.markdown(tile_text(row, classes, ok), unsafe_allow_html=True)
+
+
+def on_matrix_click() -> None:
+    event = st.session_state.get("matrix_click") or {}
+    for point in (event.get("selection") or {}).get("points") or []:
+        custom = point.get("customdata")
+        if isinstance(custom, dict):  # the browser may send the pair as {"0": t, "1": p}
+            custom = [custom[k] for k in sorted(custom, key=int)]
+        try:
+            show_cell(int(custom[0]), int(custom[1]))
+        except (TypeError, ValueError, KeyError, IndexError):
+            continue  # a point of the heatmap itself: nothing to filter by
+        return
+
+
+def confusion_figure(matrix: np.ndarray, classes: list[str]) -> go.Figure:
+    n = len(classes)
+    ti, pi = np.meshgrid(range(n), range(n), indexing="ij")
+    custom = np.stack([ti, pi], axis=-1)
+    fig = go.Figure(go.Heatmap(
+        z=matrix, x=list(classes), y=list(classes), customdata=custom, colorscale="Blues", showscale=False,
+        text=np.where(matrix > 0, matrix.astype(str), "") if n <= 20 else None,
+        texttemplate="%{text}" if n <= 20 else None, textfont={"size": 18},
+        hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>",
+    ))
+    # Heatmap cells cannot be selected by a click; an invisible marker on each cell can.
+    fig.add_scatter(
+        x=[classes[p] for p in pi.ravel()], y=[classes[t] for t in ti.ravel()], customdata=custom.reshape(-1, 2),
+        mode="markers", showlegend=False,
+        marker={"symbol": "square", "size": max(8, min(40, 440 // max(n, 1))), "opacity": 0.01, "color": "#000000"},
+        hovertemplate="true %{y}, predicted %{x}: click to see these images<extra></extra>",
+    )
+    styled(fig, "Confusion matrix", "predicted class", "true class", height=min(720, 120 + 48 * n))
+    fig.update_layout(clickmode="event+select")
+    fig.update_xaxes(type="category", showgrid=False, zeroline=False)
+    fig.update_yaxes(autorange="reversed", type="category", showgrid=False, zeroline=False)
+    return fig
+
+
+def confusion_ui(preds: pd.DataFrame, classes: list[str]) -> None:
+    matrix = predict.confusion_matrix(preds, len(classes))
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        # the hint, not the chart's title: at 1280 pixels a longer title was cut off
+        st.caption("Rows: the true class; columns: what the network said. Click a cell to see its images.")
+        st.plotly_chart(confusion_figure(matrix, classes), width="stretch", key="matrix_click", theme=None,
+                        on_select=on_matrix_click, selection_mode="points")
+    with right:
+        st.markdown("##### Most confused pairs")
+        st.caption("True class → predicted class. Click one to see its images.")
+        pairs = predict.most_confused(preds, classes, k=8)
+        if pairs.empty:
+            st.success("No mistakes at this epoch.", icon=":material/target:")
+        else:
+            cols = st.columns(2)
+            for i, row in enumerate(pairs.itertuples(index=False)):
+                cols[i % 2].button(f"{row.true} → {row.predicted}: {row.count}", key=f"pair:{row.true_index}:{row.pred_index}",
+                                   on_click=show_cell, args=(row.true_index, row.pred_index), width="stretch")
+        acc = predict.per_class_accuracy(preds, classes).sort_values("accuracy")
+        acc["percent"] = acc["accuracy"] * 100
+        hover = [f"{c} of {t} right" for c, t in zip(acc["correct"], acc["total"])]
+        st.plotly_chart(bars_figure(acc, "percent", "class", "Per-class accuracy", "accuracy (%)",
+                                    height=min(900, 120 + 32 * len(classes)), hover=hover),
+                        width="stretch", key="per_class", theme=None)
+
+
+def upload_ui(run_id: str, ds, config) -> None:
+    """Classify an uploaded picture with the run's best weights; show its top 5 and feature maps."""
+    st.markdown(
+        f"Upload a picture and see what run **{run_id}** thinks it is. It is turned into a "
+        f"{ds.channels}-channel {ds.image_size}x{ds.image_size} image like the {config.dataset} ones, "
+        f"then resized to {config.resolved_input_size}x{config.resolved_input_size}."
+    )
+    upload = st.file_uploader("Picture (PNG, JPEG, GIF, BMP, WebP, TIFF)", type=UPLOAD_TYPES, key="upload")
+    if upload is None:
+        return
+    try:
+        image = predict.load_image(upload.getvalue())
+    except predict.ImageError as exc:
+        error_ui(str(exc))
+        return
+    try:
+        model, run_config = cached.run_model(run_id)
+    except Exception as exc:
+        error_ui(f"The weights of run {run_id} could not be loaded.", exc)
+        return
+    invert = st.checkbox(
+        "Invert the colours (a dark drawing on light paper, for a net trained on light-on-dark images)",
+        value=predict.suggest_invert(image, ds.mean), key=f"invert:{upload.file_id}",
+    )
+    try:
+        stored = predict.image_to_uint8(image, channels=ds.channels, image_size=ds.image_size, invert=invert)
+        x = predict.prepare_image(
+            image, channels=ds.channels, image_size=ds.image_size, in_channels=predict.model_in_channels(model),
+            input_size=run_config.resolved_input_size, mean=ds.mean, std=ds.std, invert=invert,
+        )
+        top = predict.top_k(model, x, list(ds.classes), k=5)
+        maps = anatomy.feature_maps(model, x[0]).maps
+    except Exception as exc:
+        error_ui("This picture could not be classified.", exc)
+        return
+    a, b, c = st.columns([1, 1, 2], gap="large")
+    a.image(image, caption=f"your picture ({image.width}x{image.height})", width="stretch")
+    b.image(predict.tile_image(stored[0], None, target=192, border=2), caption="as the network sees it", width="stretch")
+    shown = top.assign(percent=top["probability"] * 100)[::-1]
+    best = f"Best guess: {top['class'].iloc[0]} ({100 * top['probability'].iloc[0]:.0f}%)"
+    c.plotly_chart(bars_figure(shown, "percent", "class", best, "probability (%)", height=330),
+                   width="stretch", key="top5", theme=None)
+    st.markdown("##### Its feature maps (each conv layer's channels after ReLU)")
+    items = list(maps.items())
+    for start in range(0, len(items), 2):
+        for col, (name, fmap) in zip(st.columns(2), items[start: start + 2]):
+            c_, h, w = fmap.shape[-3:]
+            col.image(predict.channel_grid(fmap, max_channels=64, cell=40), width="stretch",
+                      caption=f"{name}: {c_} channels of {h}x{w}" + (" (first 64)" if c_ > 64 else ""))
+
+
+st.title("Predictions")
+
+frame = cached.list_runs()
+ids = [rid for rid in choice.run_ids_newest_first(frame) if cached.has_predictions(rid)]
+if not ids:
+    st.info("No run has predictions yet: a run saves them at the end of every epoch. "
+            "Launch one on the Train page (the quick demo on Home takes seconds).", icon=":material/lightbulb:")
+    st.page_link(choice.TRAIN, label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+top = st.columns([3, 1])
+with top[0]:
+    run_id = choice.pick_run_ui(ids, frame)
+try:
+    epochs = runs.prediction_epochs(run_id)
+    config = runs.read_config(run_id)
+except Exception as exc:
+    error_ui(f"Run {run_id} cannot be read.", exc)
+    st.stop()
+epoch = top[1].selectbox("Epoch", epochs[::-1], key=f"epoch:{run_id}",
+                         help="Predictions are saved after every epoch; the newest is first.")
+
+try:
+    preds = cached.predictions(run_id, epoch)
+    ds = cached.load_dataset(config.dataset, config.data_root, config.folder)
+except Exception as exc:
+    error_ui(f"The test images of {config.dataset} are needed to show this run's predictions, "
+             "and they could not be loaded.", exc)
+    st.stop()
+if len(preds) and int(preds["index"].max()) >= len(ds.test_y):
+    error_ui(f"These predictions name test images that {config.dataset} does not have here "
+             "(the dataset changed since the run). Train again to see its images.")
+    st.stop()
+
+classes = list(ds.classes)
+wrong = int((preds["label"] != preds["pred"]).sum())
+m = st.columns([1, 1, 2], vertical_alignment="center")
+m[0].metric("Test accuracy", f"{100 * predict.accuracy(preds):.1f}%")
+m[1].metric("Misclassified", f"{wrong:,} of {len(preds):,}")
+m[2].markdown(f"**{config.variant}** on **{config.dataset}** at {config.resolved_input_size}x"
+              f"{config.resolved_input_size}, after epoch {epoch} of {config.epochs}")
+
+images_tab, matrix_tab, upload_tab = st.tabs(TABS, key="pred_view", bind="query-params")
+if images_tab.open:
+    with images_tab:
+        grid_ui(preds, ds, classes)
+if matrix_tab.open:
+    with matrix_tab:
+        confusion_ui(preds, classes)
+if upload_tab.open:
+    with upload_tab:
+        upload_ui(run_id, ds, config)

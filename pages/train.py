@@ -1,0 +1,195 @@
+"""Train: a recipe-prefilled form, launch, and the live view of a run.
+
+The form is generated from TrainConfig's declarations (alexnet_core.config.SETTINGS).
+While a run trains, or once a run this session launched has ended, the live
+view comes first and the form folds away below it.
+"""
+
+import streamlit as st
+
+from alexnet_core import variants
+from alexnet_core.config import SETTINGS, ConfigError, Recipe, TrainConfig, get_recipe, list_recipes
+from alexnet_core.runfiles import ACTIVE_STATES
+from ui import cached, choice
+from ui.formatting import error_ui, format_duration
+from ui.live import watch_ui
+
+COLUMNS = 4
+SLOW_EPOCH_S = 180
+
+
+def widget_ui(col, setting, base: TrainConfig, key: str, drawn: dict):
+    """One setting's widget, prefilled from ``base``; returns its value."""
+    value = getattr(base, setting.name)
+    disabled = False
+    if setting.active_when:
+        other, allowed = setting.active_when
+        disabled = drawn.get(other, getattr(base, other)) not in allowed
+    common = dict(key=key, help=setting.help, disabled=disabled)
+    if setting.kind is bool:
+        return col.checkbox(setting.label, bool(value), **common)
+    if setting.choices is not None:
+        options = list(setting.choice_list())
+        return col.selectbox(setting.label, options, index=options.index(value), **common)
+    kind = setting.kind
+    bound = (lambda b: None if b is None else kind(b))
+    return col.number_input(setting.label, min_value=bound(setting.minimum), max_value=bound(setting.maximum),
+                            value=kind(value), step=kind(setting.step or 1), format=setting.format, **common)
+
+
+def settings_grid_ui(section: str, base: TrainConfig, prefix: str, drawn: dict) -> None:
+    shown = [s for s in SETTINGS if s.section == section]
+    for start in range(0, len(shown), COLUMNS):
+        for col, setting in zip(st.columns(COLUMNS), shown[start: start + COLUMNS]):
+            drawn[setting.name] = widget_ui(col, setting, base, prefix + setting.name, drawn)
+
+
+def config_from_state(recipe_name: str) -> TrainConfig:
+    """The TrainConfig the sidebar and the form hold now, read from session state, so
+    the Launch callback sees the values sent with the click, not the last drawn ones."""
+    recipe, state = get_recipe(recipe_name), st.session_state
+    prefix = f"{recipe_name}:"
+    variant = state.get("variant", choice.defaults()[0])
+    dataset = state.get("dataset", choice.defaults()[1])
+    values = {s.name: s.kind(state.get(prefix + s.name, getattr(recipe.config, s.name)))
+              for s in SETTINGS if s.section}
+    options = {"groups": 2} if state.get(prefix + "groups") and "groups" in variants.get_spec(variant).options else {}
+    return recipe.make_config(
+        variant=variant, dataset=dataset,
+        input_size=int(state.get("size", variants.get_spec(variant).input_size)),
+        folder=(state.get("folder") or "").strip() or None if dataset == "folder" else None,
+        variant_options=options, **values,
+    )
+
+
+def form_ui(recipe: Recipe, sel: choice.Selection) -> TrainConfig:
+    """The settings, prefilled by the recipe (a new recipe starts from its own values)."""
+    prefix, drawn = f"{recipe.name}:", {}
+    st.subheader("Settings")
+    settings_grid_ui("main", recipe.config, prefix, drawn)
+    with st.expander("More settings: augmentation, schedule, device"):
+        settings_grid_ui("more", recipe.config, prefix, drawn)
+        if "groups" in sel.spec.options:
+            st.checkbox("Split conv2, conv4 and conv5 in two groups (the paper's two GPUs)",
+                        recipe.config.variant_options.get("groups", 1) == 2, key=prefix + "groups")
+    return config_from_state(recipe.name)
+
+
+def estimate_ui(config: TrainConfig, *, busy: bool) -> bool:
+    """Check the settings and that the data is here, and show how long an epoch should take; True when it can launch.
+
+    The timing runs a few real training steps, so it is drawn by a fragment after
+    the page (its first timer tick). Small inputs are timed at once; 227-pixel
+    nets, or any net while another run trains (the timing would slow it and be
+    wrong), wait for a click.
+    """
+    try:
+        config.validate()  # the same check the launch makes, shown while the form is edited
+    except ConfigError as exc:
+        error_ui(f"These settings cannot train yet: {exc}")
+        return False
+    ok, where = choice.dataset_availability(config.dataset, config.folder)
+    if not ok:
+        st.warning(f"The {config.dataset} images are not on this computer yet. {where}", icon=":material/download:")
+        return False
+    auto = config.resolved_input_size < 100 and not busy
+    waiting = auto and cached.known_estimate(cached.estimate_key(config)) is None
+    st.fragment(estimate_fragment, run_every=1.0 if waiting else None)(config, auto)
+    return True
+
+
+def estimate_fragment(config: TrainConfig, auto: bool) -> None:
+    key = cached.estimate_key(config)
+    seconds = cached.known_estimate(key)
+    if seconds is None and auto:
+        seen = st.session_state.setdefault("_estimate_seen", set())
+        if key not in seen:  # the page's own run: draw it first, time on the next tick
+            seen.add(key)
+            st.caption(":material/timer: Timing a few training steps to estimate the time per epoch…")
+            return
+    if seconds is None and not auto:
+        reason = ("A run is training now, so timing would slow it down." if config.resolved_input_size < 100
+                  else f"A {config.resolved_input_size}-pixel {config.variant} net is slow on a CPU.")
+        st.info(f"{reason} Measure how long an epoch takes (it times a few real training steps).", icon=":material/timer:")
+        if not st.button("Measure the time per epoch", icon=":material/timer:", key="measure"):
+            return
+    try:
+        seconds = cached.estimate(config)
+    except Exception as exc:
+        error_ui("The time per epoch could not be measured.", exc)
+        return
+    # No st.rerun() to stop the timer: it could swallow a click made meanwhile. The next
+    # full rerun registers this fragment without a timer; until then a tick redraws this line.
+    total = seconds * config.epochs
+    text = (f"About **{format_duration(seconds)} per epoch**, **{format_duration(total)}** for "
+            f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} on this computer.")
+    if seconds > SLOW_EPOCH_S:
+        st.warning(text + " That is long for a lesson: fewer epochs, a smaller input size or a smaller variant "
+                   "would be quicker.", icon=":material/hourglass_bottom:")
+    else:
+        st.markdown(":material/timer: " + text)
+
+
+def launch(recipe_name: str) -> None:
+    """The Launch button's callback: it runs before the page is drawn, so the new run
+    shows at once. A second click on the same settings within seconds is ignored."""
+    try:
+        run_id, fresh = cached.launch_once(config_from_state(recipe_name))
+    except Exception as exc:  # the run store validates the settings and the data: its sentence is shown
+        st.session_state["_launch_msg"] = ("error", f"The training run could not be started: {exc}")
+        return
+    choice.watch_next(run_id)
+    st.session_state["_launch_msg"] = ("ok", run_id) if fresh else (
+        "info", f"Run {run_id} was just started with these settings.")
+
+
+def launch_message_ui() -> None:
+    kind, text = st.session_state.pop("_launch_msg", (None, None))
+    if kind == "error":
+        error_ui(text)
+    elif kind == "info":
+        st.info(text, icon=":material/info:")
+    elif kind == "ok":
+        st.toast(f"Started run {text}", icon=":material/rocket_launch:")
+
+
+def settings_ui(sel: choice.Selection, busy: bool) -> None:
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        recipe_name = st.selectbox(
+            "Recipe", list_recipes(), key="recipe", format_func=lambda name: get_recipe(name).title,
+            on_change=lambda: choice.apply_recipe_to_sidebar(st.session_state["recipe"]),
+            help="A preset that reproduces a reference setup; it fills in the settings below.",
+        )
+        recipe = get_recipe(recipe_name)
+        st.caption(recipe.description)
+    with right:
+        st.markdown(f"Trains **{sel.variant}** on **{sel.dataset}** at **{sel.input_size}x{sel.input_size}** "
+                    "(the sidebar's choice).")
+        base = recipe.config
+        if (base.variant, base.dataset, base.resolved_input_size) != (sel.variant, sel.dataset, sel.input_size):
+            st.markdown(f"The recipe uses **{base.variant}** on **{base.dataset}** at "
+                        f"**{base.resolved_input_size}x{base.resolved_input_size}**.")
+            st.button("Use the recipe's choice",  # short: the column is narrow on a 1280-pixel projector
+                      on_click=choice.apply_recipe_to_sidebar, args=(recipe_name,), key="use_recipe_choice")
+    config = form_ui(recipe, sel)
+    can_launch = estimate_ui(config, busy=busy)
+    st.button("Launch training", icon=":material/rocket_launch:", type="primary", disabled=not can_launch,
+              key="launch", on_click=launch, args=(recipe.name,))
+    launch_message_ui()
+
+
+sel = choice.current()
+st.title("Train")
+frame = cached.list_runs()
+busy = bool(frame["state"].isin(ACTIVE_STATES).any()) if not frame.empty else False
+launched_here = not frame.empty and st.session_state.get("launched_here") in set(frame["id"])
+if busy or launched_here:
+    watch_ui(frame)
+    st.divider()
+    with st.expander("Start another run", icon=":material/add:"):
+        settings_ui(sel, busy)
+else:
+    settings_ui(sel, busy)
+    st.divider()
+    watch_ui(frame)

@@ -1,0 +1,235 @@
+"""Calls into ``alexnet_core`` that every session shares: datasets, networks, a
+run's weights and predictions, tables, time estimates, and launching a run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from alexnet_core import anatomy, datasets, runs, training, variants
+from alexnet_core.config import TrainConfig
+from ui.choice import Selection, defaults, session_id
+from ui.formatting import error_ui
+
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
+def load_dataset(name: str, root: str | None = None, folder: str | None = None) -> datasets.Dataset:
+    return datasets.load_dataset(name, root, folder=folder, download=False)
+
+
+def model_io(sel: Selection) -> tuple[int, int]:
+    """(in_channels, num_classes) of the network trained on the selection: the variant's
+    native channels (the data is adapted to it, as in training) and the dataset's classes."""
+    info = datasets.get_info(sel.dataset)
+    if info.num_classes is not None:
+        return sel.spec.in_channels, info.num_classes
+    try:
+        return sel.spec.in_channels, load_dataset(sel.dataset, None, sel.folder).num_classes
+    except Exception:
+        return sel.spec.in_channels, 2  # an image folder not chosen yet: show a two-class head
+
+
+@st.cache_resource(show_spinner="Building the network…", max_entries=8)
+def untrained_model(variant: str, in_channels: int, num_classes: int, input_size: int):
+    """A freshly initialised network (seed 0), in eval mode; the server's random state
+    is left as it was."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return variants.get_model(variant, in_channels, num_classes, input_size).eval()
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def run_start_model(run_id: str, num_classes: int):
+    """The weights a run started from, before its first step."""
+    return training.initial_model(runs.read_config(run_id), num_classes)
+
+
+@st.cache_resource(show_spinner="Loading the run's weights…", max_entries=6)
+def _run_model(run_id: str, which: str, stamp: float):
+    model, config = runs.load_model(run_id, which=which)
+    return model.eval(), config
+
+
+def _stamp(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+def run_model(run_id: str, which: str = "best"):
+    """A run's network and config; loaded again when its checkpoint file changes."""
+    return _run_model(run_id, which, _stamp(runs.run_path(run_id) / f"{which}.pt"))
+
+
+@st.cache_data(show_spinner="Reading the predictions…", max_entries=16)
+def _predictions(run_id: str, epoch: int | None, stamp: float) -> pd.DataFrame:
+    return runs.read_predictions(run_id, epoch)
+
+
+def predictions(run_id: str, epoch: int | None) -> pd.DataFrame:
+    folder = runs.run_path(run_id) / "predictions"
+    stamp = max((p.stat().st_mtime for p in folder.glob("*")), default=0.0) if folder.exists() else 0.0
+    return _predictions(run_id, epoch, stamp)
+
+
+def has_predictions(run_id: str) -> bool:
+    try:
+        return bool(runs.prediction_epochs(run_id))
+    except Exception:
+        return False
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _frames(run_id: str, stamp: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return runs.metrics_frames(run_id)
+
+
+def metrics_frames(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(steps, epochs) of a run; read again when its metrics file changes."""
+    return _frames(run_id, _stamp(runs.run_path(run_id) / "metrics.jsonl"))
+
+
+@st.cache_data(show_spinner=False)
+def layer_table(variant: str, in_channels: int, num_classes: int, input_size: int):
+    model = untrained_model(variant, in_channels, num_classes, input_size)
+    return anatomy.layer_table(model, input_size, in_channels)
+
+
+@st.cache_data(show_spinner=False)
+def shape_trace(variant: str, in_channels: int, num_classes: int, input_size: int) -> pd.DataFrame:
+    model = untrained_model(variant, in_channels, num_classes, variants.get_spec(variant).input_size)
+    return anatomy.shape_trace(model, input_size)
+
+
+@st.cache_data(show_spinner="Comparing every variant…")
+def _compare_variants(in_channels: int, num_classes: int) -> pd.DataFrame:
+    return anatomy.compare_variants(in_channels, num_classes)
+
+
+def compare_variants(in_channels: int, num_classes: int) -> pd.DataFrame:
+    """Every variant at its native input, with the training speed this machine's
+    runs measured where one has trained it (``runs.training_speeds``)."""
+    frame = _compare_variants(in_channels, num_classes)
+    try:
+        speeds = runs.training_speeds()
+    except Exception:  # an unreadable run store (the Runs page explains it): the comparison still stands
+        return frame
+    return frame.merge(speeds[["variant", "images_per_s", "input_size", "device"]], on="variant", how="left")
+
+
+def list_runs() -> pd.DataFrame:
+    """Every run in the store; an empty frame, with the reason shown, if it cannot be read."""
+    try:
+        return runs.list_runs()
+    except Exception as exc:
+        error_ui("The run store could not be read.", exc)
+        return pd.DataFrame(columns=["id", "variant", "dataset", "state"])
+
+
+def runs_with_weights(variant: str | None = None, dataset: str | None = None) -> list[str]:
+    """Runs (newest first) that have a best.pt, optionally of one variant and dataset."""
+    frame = list_runs()
+    if frame.empty:
+        return []
+    if "created" in frame:
+        frame = frame.sort_values("created", ascending=False)
+    if variant is not None:
+        frame = frame[frame["variant"] == variant]
+    if dataset is not None:
+        frame = frame[frame["dataset"] == dataset]
+    return [rid for rid in frame["id"] if (runs.run_path(rid) / "best.pt").exists()]
+
+
+# --------------------------------------------------------------------------- time per epoch
+
+
+def estimate_key(config: TrainConfig) -> str:
+    """What an epoch's time depends on: every setting but the number of epochs."""
+    return json.dumps({k: v for k, v in config.to_dict().items() if k not in ("epochs", "recipe")}, sort_keys=True)
+
+
+@st.cache_resource
+def _estimates() -> dict[str, float]:
+    # A plain dict rather than st.cache_data: a page asks whether a timing is known
+    # without timing it (a new session shows another's timing at once).
+    return {}
+
+
+_ESTIMATES_KEPT = 64
+
+
+def known_estimate(key: str) -> float | None:
+    return _estimates().get(key)
+
+
+def estimate(config: TrainConfig) -> float:
+    """Seconds per epoch of ``config`` on this machine, timed with a few real training steps."""
+    known = _estimates()
+    key = estimate_key(config)
+    if key not in known:
+        dataset = load_dataset(config.dataset, config.data_root, config.folder)
+        known[key] = training.estimate_epoch_seconds(config, dataset=dataset)
+        while len(known) > _ESTIMATES_KEPT:
+            known.pop(next(iter(known)), None)
+    return known[key]
+
+
+# --------------------------------------------------------------------------- launching
+
+# A double click sends two clicks; with fastReruns the second one's script thread
+# runs its callback while the first thread, told to stop, may no longer write
+# st.session_state. So the record of recent launches lives in the server process,
+# keyed by session, and a lock makes check-launch-record one step.
+RELAUNCH_GUARD_S = 5.0
+
+
+@st.cache_resource
+def _launch_guard() -> tuple[threading.Lock, dict[str, tuple[str, float, str]]]:
+    return threading.Lock(), {}
+
+
+def launch_once(config: TrainConfig) -> tuple[str, bool]:
+    """Launch ``config`` unless this browser session launched the same settings in the
+    last few seconds. Returns (run id, whether it is a new run). Raises what
+    ``runs.launch`` raises (a ConfigError for settings that cannot train)."""
+    signature = repr(config.to_dict())
+    lock, recent = _launch_guard()
+    key = session_id()
+    with lock:
+        last = recent.get(key)
+        now = time.monotonic()
+        if last and last[0] == signature and now - last[1] < RELAUNCH_GUARD_S:
+            return last[2], False
+        run_id = runs.launch(config)
+        recent[key] = (signature, now, run_id)
+        for other, (_, when, _) in list(recent.items()):  # forget sessions long gone
+            if now - when > 3600:
+                del recent[other]
+    return run_id, True
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def warm_caches() -> None:
+    """Do once at server start (app.py) what the default view's first visits would
+    otherwise do while a student waits: the Model page's layer table (torchinfo)
+    and the default dataset (Train's estimate, Predictions' tiles)."""
+    variant, dataset = defaults()
+    sel = Selection(variant, dataset, variants.get_spec(variant).input_size, None)
+    layer_table(variant, *model_io(sel), sel.input_size)
+    # load_dataset's spinner looks for a page to draw in and, finding none at start-up,
+    # would print "missing ScriptRunContext!" in the teacher's terminal.
+    quiet = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        load_dataset(dataset)
+    finally:
+        quiet.setLevel(level)

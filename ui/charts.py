@@ -1,0 +1,88 @@
+"""The lab's plotly charts: large type for a projector, the theme's colours, and the
+Train page's live loss and accuracy figures."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+# The theme's categorical colours (.streamlit/config.toml).
+COLOURS = ["#0b57d0", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442"]
+
+_AXIS = {"automargin": True, "showline": False, "gridcolor": "#d5dae3", "zerolinecolor": "#d5dae3",
+         "zerolinewidth": 2, "tickfont": {"size": 15}}
+
+# A projector shows a few hundred points of a curve; more only cost the browser time.
+MAX_POINTS = 500
+
+
+def styled(fig: go.Figure, title: str, xtitle: str, ytitle: str, height: int = 380) -> go.Figure:
+    """Give a figure the lab's layout (drawn with ``st.plotly_chart(..., theme=None)``)."""
+    fig.update_layout(
+        template="plotly_white", colorway=COLOURS, height=height, hovermode="closest",
+        title={"text": title, "x": 0.05, "font": {"size": 22, "color": "#111111"}},
+        font={"size": 17, "color": "#111111"},
+        # The toolbar that appears on hover stands upright in the right margin: lying
+        # across the top it covered the chart's title on a projector.
+        margin={"l": 10, "r": 44, "t": 60, "b": 10}, modebar={"orientation": "v"},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0, "font": {"size": 16}},
+        xaxis={**_AXIS, "title": {"text": xtitle, "standoff": 15}},
+        yaxis={**_AXIS, "title": {"text": ytitle, "standoff": 15}},
+    )
+    return fig
+
+
+def thinned(frame: pd.DataFrame) -> pd.DataFrame:
+    """At most about ``MAX_POINTS`` rows, evenly spaced, the first kept."""
+    return frame if len(frame) <= MAX_POINTS else frame.iloc[:: len(frame) // MAX_POINTS + 1]
+
+
+def loss_figure(steps: pd.DataFrame, epochs: pd.DataFrame) -> go.Figure:
+    """Training loss per step; validation and test loss per epoch, at the step each epoch ended."""
+    fig = go.Figure()
+    if not steps.empty:
+        shown = thinned(steps)
+        fig.add_scatter(x=shown["step"], y=shown["loss"], mode="lines", name="training (per step)", line={"width": 2})
+    for col, name, dash in (("val_loss", "validation", "dot"), ("test_loss", "test", "dash")):
+        if not epochs.empty and col in epochs and epochs[col].notna().any():
+            fig.add_scatter(x=epochs["step"], y=epochs[col], mode="lines+markers", name=f"{name} (per epoch)",
+                            line={"width": 3, "dash": dash}, marker={"size": 10})
+    return styled(fig, "Loss", "step", "cross-entropy loss")
+
+
+def accuracy_figure(epochs: pd.DataFrame) -> go.Figure:
+    """Training, validation and test accuracy per epoch, in percent."""
+    fig = go.Figure()
+    for col, name in (("train_acc", "training"), ("val_acc", "validation"), ("test_acc", "test")):
+        if not epochs.empty and col in epochs and epochs[col].notna().any():
+            fig.add_scatter(x=epochs["epoch"], y=epochs[col] * 100, mode="lines+markers", name=name,
+                            line={"width": 3}, marker={"size": 11})
+    styled(fig, "Accuracy per epoch", "epoch", "accuracy (%)")
+    fig.update_xaxes(dtick=1, rangemode="tozero")
+    fig.update_yaxes(range=[0, 101])
+    return fig
+
+
+def lines_figure(series: dict[str, tuple[list, list]], title: str, xtitle: str, ytitle: str, *,
+                 percent: bool = False) -> go.Figure:
+    """A few named curves, ``{name: (x, y)}``, on one chart; in percent from 0 to 100 if ``percent``."""
+    fig = go.Figure()
+    for name, (x, y) in series.items():
+        fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"width": 3}, marker={"size": 9},
+                        hovertemplate="epoch %{x}: %{y:.1f}" + ("%" if percent else "") + "<extra>%{fullData.name}</extra>")
+    styled(fig, title, xtitle, ytitle)
+    fig.update_xaxes(dtick=1)
+    if percent:
+        fig.update_yaxes(range=[0, 101])
+    return fig
+
+
+def bars_figure(frame: pd.DataFrame, x: str, y: str, title: str, xtitle: str, *, height: int, hover=None) -> go.Figure:
+    """Horizontal bars of ``frame[x]`` (a percentage) per ``frame[y]``, labelled with their value."""
+    fig = go.Figure(go.Bar(x=frame[x], y=frame[y].astype(str), orientation="h", marker_color=COLOURS[0],
+                           text=[f"{v:.1f}%" for v in frame[x]], customdata=hover,
+                           hovertemplate="%{y}: %{x:.1f}%" + ("<br>%{customdata}" if hover is not None else "") + "<extra></extra>"))
+    styled(fig, title, xtitle, "", height=height)
+    fig.update_yaxes(type="category")
+    fig.update_xaxes(range=[0, 105])
+    return fig

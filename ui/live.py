@@ -1,0 +1,251 @@
+"""The live view of a run, and the refresh budget its audience shares.
+
+A watching Train page has two fragments (``st.fragment(run_every=...)``): the
+status line reruns every ``STATUS_EVERY_S`` and the two charts every
+``CHARTS_EVERY_S``. Each rerun reads only the metric lines added since the last
+one (``RunMetrics``, shared by every session watching the run), and costs the
+CPU that training needs: up to ``FREE_VIEWERS`` sessions refresh at the base
+rate; beyond that every session slows by the power of two that keeps the total
+near ``FREE_VIEWERS`` sessions' worth (twenty viewers: 8x). Powers of two, so
+that an audience growing one by one changes a page's pace only a few times
+(each change is a full rerun of that page).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from alexnet_core import paths, runs
+from alexnet_core.runfiles import ACTIVE_STATES
+from ui.charts import accuracy_figure, loss_figure
+from ui.choice import PREDICTIONS, pick_run_ui, run_ids_newest_first, session_id
+from ui.formatting import error_ui, format_duration, percent
+
+STATUS_EVERY_S = 2
+CHARTS_EVERY_S = 5
+FREE_VIEWERS = 3
+MAX_SCALE = 16
+SEEN_FOR_S = 90.0  # longer than the slowest refresh, so an audience at that pace still counts itself
+
+STATE_ICONS = {
+    "queued": ":material/hourglass_top:",
+    "running": ":material/play_circle:",
+    "finished": ":material/check_circle:",
+    "failed": ":material/cancel:",
+    "stopped": ":material/stop_circle:",
+    "interrupted": ":material/warning:",
+}
+
+
+def refresh_scale(viewers: int) -> int:
+    """How many times slower than the base rate each of ``viewers`` sessions refreshes."""
+    scale = 1
+    while scale * FREE_VIEWERS < viewers and scale < MAX_SCALE:
+        scale *= 2
+    return scale
+
+
+class Audience:
+    """The sessions watching one run, each with the time it last refreshed. Thread-safe:
+    Streamlit runs every session's script in a thread of its own."""
+
+    def __init__(self, seen_for_s: float = SEEN_FOR_S, clock=time.monotonic):
+        self.seen_for_s = seen_for_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def seen(self, session: str) -> int:
+        """Record that ``session`` refreshed now; return how many sessions are watching."""
+        with self._lock:
+            now = self._clock()
+            self._last[session] = now
+            return self._count(now)
+
+    def count(self) -> int:
+        with self._lock:
+            return self._count(self._clock())
+
+    def _count(self, now: float) -> int:
+        for session, when in list(self._last.items()):
+            if now - when > self.seen_for_s:
+                del self._last[session]
+        return len(self._last)
+
+
+class RunMetrics:
+    """One run's metric lines and charts, shared by every session that watches it.
+
+    The lines added since the last refresh are read once for everyone, and the
+    frames and figures are rebuilt only when new lines arrived.
+    """
+
+    def __init__(self, run_id: str, runs_dir: str):
+        self.run_id, self.runs_dir = run_id, runs_dir
+        self.lock = threading.Lock()
+        self.offset = 0
+        self.rows: list[dict] = []
+        self.version = 0
+        self.built: tuple[pd.DataFrame, pd.DataFrame, go.Figure, go.Figure] | None = None
+        self.built_version = -1
+        self.audience = Audience()
+
+    def _read(self) -> None:
+        path = runs.run_path(self.run_id, self.runs_dir) / "metrics.jsonl"
+        if path.exists() and path.stat().st_size < self.offset:  # the file was replaced: start over
+            self.offset, self.rows = 0, []
+            self.version += 1
+        new, self.offset = runs.read_metrics(self.run_id, self.offset, self.runs_dir)
+        if new:
+            self.rows.extend(new)
+            self.version += 1
+
+    def snapshot(self) -> tuple[pd.DataFrame, pd.DataFrame, go.Figure, go.Figure]:
+        """(steps, epochs, loss figure, accuracy figure), after reading the new lines."""
+        with self.lock:
+            self._read()
+            if self.built_version != self.version:
+                # frames_from_events drops the steps a resume trained again.
+                steps, epochs = runs.frames_from_events(self.rows)
+                self.built = (steps, epochs, loss_figure(steps, epochs), accuracy_figure(epochs))
+                self.built_version = self.version
+            return self.built
+
+
+@st.cache_resource(max_entries=32)
+def _run_metrics(run_id: str, runs_dir: str) -> RunMetrics:
+    return RunMetrics(run_id, runs_dir)
+
+
+def run_metrics(run_id: str) -> RunMetrics:
+    """The shared RunMetrics of ``run_id`` in this server's run store."""
+    return _run_metrics(run_id, str(paths.runs_root()))
+
+
+def forget_run_metrics(run_id: str) -> None:
+    """Drop ``run_id``'s RunMetrics (the run was deleted; a new run may take its id)."""
+    _run_metrics.clear(run_id, str(paths.runs_root()))
+
+
+def progress_text(status: dict) -> tuple[float, str]:
+    """(fraction done, 'epoch 2 of 6 · step 90 of 270 · 812 images/s · about 12 s left')."""
+    epochs = int(status.get("epochs") or 0)
+    total = epochs * int(status.get("steps_per_epoch") or 0)
+    step = int(status.get("step") or 0)
+    done = int(status.get("epoch") or 0)
+    state = status.get("state")
+    active = state in ACTIVE_STATES
+    parts = []
+    if epochs:
+        parts.append(f"epoch {min(done + 1, epochs) if active else done} of {epochs}")
+    if total:
+        parts.append(f"step {step:,} of {total:,}")
+    if status.get("images_per_s") and active:
+        parts.append(f"{float(status['images_per_s']):,.0f} images/s")
+    if active:
+        eta = status.get("eta_seconds")
+        parts.append(f"about {format_duration(eta)} left" if eta is not None else "estimating time left…")
+    fraction = 1.0 if state == "finished" else (min(step / total, 1.0) if total else 0.0)
+    return fraction, " · ".join(parts)
+
+
+def watch_ui(frame: pd.DataFrame) -> None:
+    """Pick a run and show it; while it is queued or running, two fragments refresh
+    its status and its charts at the audience's pace."""
+    ids = run_ids_newest_first(frame)
+    st.subheader("Watch a run")
+    if not ids:
+        st.info("No runs yet. Launch one above, or start the quick demo on Home.", icon=":material/lightbulb:")
+        return
+    run_id = pick_run_ui(ids, frame)
+    active = dict(zip(frame["id"], frame["state"])).get(run_id) in ACTIVE_STATES
+    scale = refresh_scale(run_metrics(run_id).audience.seen(session_id())) if active else 1
+    st.fragment(_status_view, run_every=STATUS_EVERY_S * scale if active else None)(run_id, active, scale)
+    st.fragment(_charts_view, run_every=CHARTS_EVERY_S * scale if active else None)(run_id, active)
+
+
+def _status_view(run_id: str, active: bool, scale: int) -> None:
+    try:
+        status = runs.status(run_id)
+    except Exception as exc:
+        error_ui(f"Run {run_id} cannot be read (was it deleted?).", exc)
+        return
+    state = status.get("state", "?")
+    viewers = run_metrics(run_id).audience.seen(session_id()) if active else 0
+    if active != (state in ACTIVE_STATES) or (active and refresh_scale(viewers) != scale):
+        st.rerun()  # start, stop or re-pace the refreshing: the fragments' timers are set by a full run
+    fraction, text = progress_text(status)
+    head, controls = st.columns([5, 2])  # wide enough for "See its predictions" at 1280 pixels
+    with head:
+        st.markdown(f"#### {STATE_ICONS.get(state, '')} Run `{run_id}` is **{state}**")
+        st.progress(fraction, text=text or state)
+    with controls:
+        _controls_ui(run_id, state)
+    if scale > 1:
+        st.caption(
+            f":material/groups: {viewers} pages are watching this run, so each refreshes its progress every "
+            f"{STATUS_EVERY_S * scale:g} s and its charts every {CHARTS_EVERY_S * scale:g} s "
+            "to leave the CPU to training."
+        )
+    if state == "failed":
+        error_ui(f"The run failed. {status.get('error') or 'The log below may say why.'}")
+    elif state == "interrupted":
+        st.warning("The training process stopped unexpectedly (the computer slept or the process was killed). "
+                   "Resume continues from the last checkpoint.", icon=":material/warning:")
+    elif state == "finished":
+        st.success(
+            f"Finished: best validation accuracy {percent(status.get('best_val_acc'))}"
+            f" (epoch {status.get('best_epoch') or '–'}), test accuracy {percent(status.get('test_acc'))}.",
+            icon=":material/check_circle:",
+        )
+
+
+def _controls_ui(run_id: str, state: str) -> None:
+    if state in ACTIVE_STATES:
+        if st.button("Stop", icon=":material/stop:", key=f"stop:{run_id}", width="stretch",
+                     help="Stops after the current step and saves a checkpoint."):
+            try:
+                runs.stop(run_id)
+                st.toast("Stop requested: the run stops after the current step.", icon=":material/stop:")
+            except Exception as exc:
+                error_ui("The run could not be stopped.", exc)
+    elif state in ("stopped", "interrupted", "failed"):
+        if st.button("Resume", icon=":material/play_arrow:", key=f"resume:{run_id}", type="primary", width="stretch",
+                     help="Continues from the last checkpoint."):
+            try:
+                runs.resume(run_id)
+            except Exception as exc:
+                error_ui("The run could not be resumed.", exc)
+            else:
+                st.rerun()
+    elif state == "finished":
+        # A link, not st.switch_page: a fragment cannot switch pages. The
+        # Predictions page opens on focus_run, the run watched here.
+        st.page_link(PREDICTIONS, label="See its predictions", icon=":material/image_search:")
+
+
+def _charts_view(run_id: str, active: bool) -> None:
+    try:
+        steps, epochs, loss, accuracy = run_metrics(run_id).snapshot()
+    except Exception as exc:
+        error_ui("The run's metrics could not be read.", exc)
+        return
+    if steps.empty and epochs.empty and not active:
+        st.info("This run recorded no metrics.", icon=":material/hourglass_top:")
+    else:
+        a, b = st.columns(2)
+        a.plotly_chart(loss, key=f"loss:{run_id}", theme=None, width="stretch")
+        b.plotly_chart(accuracy, key=f"acc:{run_id}", theme=None, width="stretch")
+    # Drawn only while open: the tail would otherwise travel with every refresh.
+    log = st.expander("Log (last 40 lines)", key=f"log:{run_id}", on_change="rerun")
+    if log.open:
+        with log:
+            try:
+                st.code(runs.log_tail(run_id, 40) or "(empty)", language=None)
+            except Exception as exc:
+                st.caption(f"No log: {exc}")
