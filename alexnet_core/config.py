@@ -294,9 +294,8 @@ class TrainConfig:
         kind = torch.device(device).type if device is not None else resolve_device(self.device).type
         if kind == "cuda":
             return True
-        # Measured here: 1.27x on the 224/227 conv stacks; nothing to gain on 28/32-pixel nets.
-        # BatchNorm's CPU kernels are slower in channels_last: the bn variant trained at
-        # 0.63x (bench --ablate) and 0.85x (interleaved) of its NCHW speed.
+        # It speeds up the 224/227 conv stacks on the CPU, not the 28/32-pixel nets, and
+        # BatchNorm's CPU kernels are slower in it (bench --ablate: bench/README.md).
         if kind != "cpu" or self.resolved_input_size < 100:
             return False
         return not variants.get_spec(self.variant).batch_norm

@@ -28,7 +28,7 @@ from alexnet_core import paths
 FOLDER_TEST_FRACTION = 0.2
 FOLDER_SPLIT_SEED = 0
 # torchvision.datasets.folder.IMG_EXTENSIONS, repeated here so that a cache
-# hit does not pay torchvision's 1.5 s import.
+# hit does not pay for importing torchvision.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 def _is_hidden(name: str) -> bool:

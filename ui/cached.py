@@ -4,7 +4,6 @@ run's weights and predictions, tables, time estimates, and launching a run."""
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from pathlib import Path
@@ -18,9 +17,15 @@ from ui.choice import Selection, defaults, session_id
 from ui.formatting import error_ui
 
 
-@st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
-def load_dataset(name: str, root: str | None = None, folder: str | None = None) -> datasets.Dataset:
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_dataset(name: str, root: str | None, folder: str | None) -> datasets.Dataset:
     return datasets.load_dataset(name, root, folder=folder, download=False)
+
+
+def load_dataset(name: str, root: str | None = None, folder: str | None = None) -> datasets.Dataset:
+    """A dataset, loaded once for every session (a spinner if that takes a while)."""
+    with st.spinner("Loading the dataset…"):
+        return _load_dataset(name, root, folder)
 
 
 def model_io(sel: Selection) -> tuple[int, int]:
@@ -224,12 +229,4 @@ def warm_caches() -> None:
     variant, dataset = defaults()
     sel = Selection(variant, dataset, variants.get_spec(variant).input_size, None)
     layer_table(variant, *model_io(sel), sel.input_size)
-    # load_dataset's spinner looks for a page to draw in and, finding none at start-up,
-    # would print "missing ScriptRunContext!" in the teacher's terminal.
-    quiet = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        load_dataset(dataset)
-    finally:
-        quiet.setLevel(level)
+    _load_dataset(dataset, None, None)  # without the spinner: there is no page to draw it in
