@@ -311,6 +311,14 @@ class TrainConfig:
 
     # -- validation ----------------------------------------------------------
 
+    def check_fields(self) -> "TrainConfig":
+        """Check each field alone (its kind, choices and bounds); return self, or raise
+        ``ConfigError``. What a config read from disk must pass before anything shows
+        it, also where the rules that join fields (a device this machine has) do not hold."""
+        for setting in settings_of(type(self)):
+            setting.check(getattr(self, setting.name))
+        return self
+
     def validate(self, *, check_data: bool = False, dataset=None) -> "TrainConfig":
         """Check every field, then the rules that join fields; return self, or raise
         ``ConfigError`` saying what to change.
@@ -322,9 +330,7 @@ class TrainConfig:
         from alexnet_core import datasets, variants
         from alexnet_core.device import resolve_device
 
-        for setting in settings_of(type(self)):
-            setting.check(getattr(self, setting.name))
-
+        self.check_fields()
         allowed = variants.get_spec(self.variant).options
         unknown = sorted(set(self.variant_options) - set(allowed))
         if unknown:

@@ -6,7 +6,7 @@ from alexnet_core import datasets
 from alexnet_core.config import get_recipe
 from ui import choice
 from ui.cached import launch_once
-from ui.formatting import error_ui
+from ui.formatting import error_ui, md
 
 st.title("AlexNet Lab")
 st.markdown(
@@ -66,5 +66,5 @@ with left:
             st.markdown(
                 "Online, the torchvision datasets download by themselves the first time a run uses them. "
                 "Offline, put their files in the data root in torchvision's layout:\n\n"
-                + "\n".join(f"- **{info.title}**: {where}" for info, where in missing)
+                + "\n".join(f"- **{info.title}**: {md(where)}" for info, where in missing)
             )

@@ -5,7 +5,7 @@ import streamlit as st
 
 from alexnet_core import anatomy, batches, predict, variants
 from ui import cached, choice
-from ui.formatting import error_ui, human_count, table_ui
+from ui.formatting import error_ui, human_count, md, table_ui
 
 # Columns of this page's tables that hold numbers.
 NUMBER_COLUMNS = ("parameters", "mult-adds", "kernel", "stride", "padding", "channels", "native input", "min input",
@@ -87,6 +87,10 @@ def feature_maps_ui(sel: choice.Selection, in_channels: int) -> None:
     except Exception as exc:
         error_ui(f"The {sel.dataset} images are not here, so there is no test image to show.", exc)
         return
+    if len(ds.test_y) == 0:
+        st.info(f"{md(sel.dataset)} has no test images here, so there is no image to follow through the network.",
+                icon=":material/search_off:")
+        return
     candidates = cached.runs_with_weights(sel.variant, sel.dataset)
     c1, c2 = st.columns([1, 2])
     index = c1.number_input("Test image (dataset index)", min_value=0, max_value=len(ds.test_y) - 1, value=0, step=1,
@@ -115,14 +119,14 @@ def feature_maps_ui(sel: choice.Selection, in_channels: int) -> None:
     except Exception as exc:
         error_ui("The feature maps could not be computed for this image.", exc)
         return
-    label = ds.classes[int(ds.test_y[index])]
+    label = md(ds.classes[int(ds.test_y[index])])
     pic, text = st.columns([1, 4])
     pic.image(predict.tile_image(ds.test_x[index], None, target=128, border=2), caption=f"#{index}: {label}")
     text.markdown(
         f"Test image **#{index}** (a **{label}**), resized to {size}x{size}. Each square below is one channel "
         "of a conv layer's output after its ReLU: bright where the filter responds. "
         + (
-            f"Left: run **{source}** before its first step (random filters, seed {config.seed}). Middle: the "
+            f"Left: run **{md(source)}** before its first step (random filters, seed {config.seed}). Middle: the "
             "same layer after training. Right: **what training changed**, the difference between the two on "
             "one scale per layer: black where a channel responds as it did."
             if maps_t is not None

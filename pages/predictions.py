@@ -3,22 +3,19 @@
 import html
 import math
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from alexnet_core import anatomy, predict, runs
 from ui import cached, choice
-from ui.charts import bars_figure, styled
-from ui.formatting import error_ui
+from ui.charts import CONFUSION_CLASSES, bars_figure, confusion_classes, confusion_figure, labels
+from ui.formatting import error_ui, md
 
 TABS = ["Test images", "Confusion matrix", "Your own image"]
 ANY = -1
 GRID_COLUMNS = 6
 # Two rows a page: a class talks over a few mistakes at a time.
 PER_PAGE_OPTIONS = [12, 24, 48, 96]
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]
 
 
 def show_cell(true_index: int, pred_index: int) -> None:
@@ -102,37 +99,16 @@ def on_matrix_click() -> None:
         return
 
 
-def confusion_figure(matrix: np.ndarray, classes: list[str]) -> go.Figure:
-    n = len(classes)
-    ti, pi = np.meshgrid(range(n), range(n), indexing="ij")
-    custom = np.stack([ti, pi], axis=-1)
-    fig = go.Figure(go.Heatmap(
-        z=matrix, x=list(classes), y=list(classes), customdata=custom, colorscale="Blues", showscale=False,
-        text=np.where(matrix > 0, matrix.astype(str), "") if n <= 20 else None,
-        texttemplate="%{text}" if n <= 20 else None, textfont={"size": 18},
-        hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>",
-    ))
-    # Heatmap cells cannot be selected by a click; an invisible marker on each cell can.
-    fig.add_scatter(
-        x=[classes[p] for p in pi.ravel()], y=[classes[t] for t in ti.ravel()], customdata=custom.reshape(-1, 2),
-        mode="markers", showlegend=False,
-        marker={"symbol": "square", "size": max(8, min(40, 440 // max(n, 1))), "opacity": 0.01, "color": "#000000"},
-        hovertemplate="true %{y}, predicted %{x}: click to see these images<extra></extra>",
-    )
-    styled(fig, "Confusion matrix", "predicted class", "true class", height=min(720, 120 + 48 * n))
-    fig.update_layout(clickmode="event+select")
-    fig.update_xaxes(type="category", showgrid=False, zeroline=False)
-    fig.update_yaxes(autorange="reversed", type="category", showgrid=False, zeroline=False)
-    return fig
-
-
 def confusion_ui(preds: pd.DataFrame, classes: list[str]) -> None:
     matrix = predict.confusion_matrix(preds, len(classes))
+    shown = confusion_classes(matrix)
     left, right = st.columns([3, 2], gap="large")
     with left:
         # the hint, not the chart's title: at 1280 pixels a longer title was cut off
-        st.caption("Rows: the true class; columns: what the network said. Click a cell to see its images.")
-        st.plotly_chart(confusion_figure(matrix, classes), width="stretch", key="matrix_click", theme=None,
+        st.caption("Rows: the true class; columns: what the network said. Click a cell to see its images."
+                   + ("" if len(shown) == len(classes) else
+                      f" Of {len(classes)} classes, the {len(shown)} with the most mistakes."))
+        st.plotly_chart(confusion_figure(matrix, classes, shown), width="stretch", key="matrix_click", theme=None,
                         on_select=on_matrix_click, selection_mode="points")
     with right:
         st.markdown("##### Most confused pairs")
@@ -143,25 +119,31 @@ def confusion_ui(preds: pd.DataFrame, classes: list[str]) -> None:
         else:
             cols = st.columns(2)
             for i, row in enumerate(pairs.itertuples(index=False)):
-                cols[i % 2].button(f"{row.true} → {row.predicted}: {row.count}", key=f"pair:{row.true_index}:{row.pred_index}",
+                cols[i % 2].button(f"{md(row.true)} → {md(row.predicted)}: {row.count}", key=f"pair:{row.true_index}:{row.pred_index}",
                                    on_click=show_cell, args=(row.true_index, row.pred_index), width="stretch")
-        acc = predict.per_class_accuracy(preds, classes).sort_values("accuracy")
+        acc = predict.per_class_accuracy(preds, classes).sort_values("accuracy", kind="stable")
+        title = "Per-class accuracy" if len(acc) <= CONFUSION_CLASSES else f"The {CONFUSION_CLASSES} lowest per-class accuracies"
+        acc = acc.head(CONFUSION_CLASSES)
         acc["percent"] = acc["accuracy"] * 100
         hover = [f"{c} of {t} right" for c, t in zip(acc["correct"], acc["total"])]
-        st.plotly_chart(bars_figure(acc, "percent", "class", "Per-class accuracy", "accuracy (%)",
-                                    height=min(900, 120 + 32 * len(classes)), hover=hover),
+        st.plotly_chart(bars_figure(acc, "percent", "class", title, "accuracy (%)",
+                                    height=min(900, 120 + 32 * len(acc)), hover=hover),
                         width="stretch", key="per_class", theme=None)
 
 
 def upload_ui(run_id: str, ds, config) -> None:
     """Classify an uploaded picture with the run's best weights; show its top 5 and feature maps."""
     st.markdown(
-        f"Upload a picture and see what run **{run_id}** thinks it is. It is turned into a "
+        f"Upload a picture and see what run **{md(run_id)}** thinks it is. It is turned into a "
         f"{ds.channels}-channel {ds.image_size}x{ds.image_size} image like the {config.dataset} ones, "
         f"then resized to {config.resolved_input_size}x{config.resolved_input_size}."
     )
-    upload = st.file_uploader("Picture (PNG, JPEG, GIF, BMP, WebP, TIFF)", type=UPLOAD_TYPES, key="upload")
+    # Any file is taken, so that one that is not a picture gets a sentence (load_image's),
+    # not just the uploader's red mark.
+    upload = st.file_uploader("Picture (PNG, JPEG, GIF, BMP, WebP, TIFF)", key="upload")
     if upload is None:
+        st.caption(f"At most {st.get_option('server.maxUploadSize')} MB: the browser refuses a larger file "
+                   "before it reaches the lab, with a red mark in the box above.")
         return
     try:
         image = predict.load_image(upload.getvalue())
@@ -192,7 +174,7 @@ def upload_ui(run_id: str, ds, config) -> None:
     a.image(image, caption=f"your picture ({image.width}x{image.height})", width="stretch")
     b.image(predict.tile_image(stored[0], None, target=192, border=2), caption="as the network sees it", width="stretch")
     shown = top.assign(percent=top["probability"] * 100)[::-1]
-    best = f"Best guess: {top['class'].iloc[0]} ({100 * top['probability'].iloc[0]:.0f}%)"
+    best = f"Best guess: {labels([top['class'].iloc[0]])[0]} ({100 * top['probability'].iloc[0]:.0f}%)"
     c.plotly_chart(bars_figure(shown, "percent", "class", best, "probability (%)", height=330),
                    width="stretch", key="top5", theme=None)
     st.markdown("##### Its feature maps (each conv layer's channels after ReLU)")
@@ -219,7 +201,7 @@ with top[0]:
     run_id = choice.pick_run_ui(ids, frame)
 try:
     epochs = runs.prediction_epochs(run_id)
-    config = runs.read_config(run_id)
+    config = cached.run_config(run_id)
 except Exception as exc:
     error_ui(f"Run {run_id} cannot be read.", exc)
     st.stop()
@@ -238,6 +220,10 @@ if len(preds) and int(preds["index"].max()) >= len(ds.test_y):
              "(the dataset changed since the run). Train again to see its images.")
     st.stop()
 
+if preds.empty:
+    st.info("This run's test split is empty, so there is nothing to show: a dataset needs test images "
+            "(an image folder, at least a few per class).", icon=":material/search_off:")
+    st.stop()
 classes = list(ds.classes)
 wrong = int((preds["label"] != preds["pred"]).sum())
 m = st.columns([1, 1, 2], vertical_alignment="center")

@@ -9,7 +9,7 @@ from alexnet_core import runs
 from alexnet_core.runfiles import ACTIVE_STATES
 from ui import cached, choice
 from ui.charts import lines_figure
-from ui.formatting import error_ui, format_duration, percent, table_ui
+from ui.formatting import error_ui, format_duration, md, percent, table_ui
 from ui.live import forget_run_metrics
 
 # Up to this many runs show as a plain table; more as a scrolling, sortable grid.
@@ -93,7 +93,7 @@ def files_ui(ids: list[str]) -> None:
     if err := st.session_state.pop("_delete_error", None):
         error_ui(err)
     if gone := st.session_state.pop("_deleted", None):
-        st.success(f"Run {gone} was deleted.", icon=":material/delete:")
+        st.success(f"Run {md(gone)} was deleted.", icon=":material/delete:")
     focus = st.session_state.get("focus_run")
     if st.session_state.get("files_run") not in ids:
         st.session_state["files_run"] = focus if focus in ids else ids[0]
@@ -131,7 +131,7 @@ def files_ui(ids: list[str]) -> None:
         if active:
             st.caption("A run that is training cannot be deleted: stop it on the Train page first.")
         return
-    st.warning(f"Delete run **{run_id}** with its weights, metrics and predictions? This cannot be undone.",
+    st.warning(f"Delete run **{md(run_id)}** with its weights, metrics and predictions? This cannot be undone.",
                icon=":material/warning:")
     y, n, _ = st.columns([1, 1, 4])
     y.button("Yes, delete it", type="primary", key="yes_delete", on_click=delete, args=(run_id,), width="stretch")

@@ -11,7 +11,7 @@ from alexnet_core import variants
 from alexnet_core.config import SETTINGS, ConfigError, Recipe, TrainConfig, get_recipe, list_recipes
 from alexnet_core.runfiles import ACTIVE_STATES
 from ui import cached, choice
-from ui.formatting import error_ui, format_duration
+from ui.formatting import error_ui, format_duration, md
 from ui.live import watch_ui
 
 COLUMNS = 4
@@ -90,7 +90,7 @@ def estimate_ui(config: TrainConfig, *, busy: bool) -> bool:
         return False
     ok, where = choice.dataset_availability(config.dataset, config.folder)
     if not ok:
-        st.warning(f"The {config.dataset} images are not on this computer yet. {where}", icon=":material/download:")
+        st.warning(f"The {config.dataset} images are not on this computer yet. {md(where)}", icon=":material/download:")
         return False
     auto = config.resolved_input_size < 100 and not busy
     waiting = auto and cached.known_estimate(cached.estimate_key(config)) is None
@@ -148,9 +148,9 @@ def launch_message_ui() -> None:
     if kind == "error":
         error_ui(text)
     elif kind == "info":
-        st.info(text, icon=":material/info:")
+        st.info(md(text), icon=":material/info:")
     elif kind == "ok":
-        st.toast(f"Started run {text}", icon=":material/rocket_launch:")
+        st.toast(f"Started run {md(text)}", icon=":material/rocket_launch:")
 
 
 def settings_ui(sel: choice.Selection, busy: bool) -> None:

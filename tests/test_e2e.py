@@ -127,6 +127,9 @@ def test_journey_home_model_train_predictions_runs(server, page):
     upload = pg.locator("[data-testid=stFileUploaderDropzoneInput]")
     upload.set_input_files(files=[{"name": "broken.png", "mimeType": "image/png", "buffer": b"not a png"}])
     expect(pg.get_by_text("not an image that can be read")).to_be_visible()
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>'
+    upload.set_input_files(files=[{"name": "drawing.svg", "mimeType": "image/svg+xml", "buffer": svg}])
+    expect(pg.get_by_text("not an image that can be read")).to_be_visible()  # a sentence, not only a red mark
     upload.set_input_files(files=[{"name": "seven.png", "mimeType": "image/png", "buffer": digit_png()}])
     expect(pg.get_by_text("as the network sees it")).to_be_visible()
     expect(pg.get_by_text("Best guess")).to_be_visible()
@@ -150,6 +153,31 @@ def test_journey_home_model_train_predictions_runs(server, page):
     assert epochs_csv[0].split(",")[0] == "epoch" and len(epochs_csv) == 2, epochs_csv  # a header, one epoch
     no_exception(pg)
     shot(pg, "06-runs")
+
+
+def test_markdown_in_a_link_shows_as_typed_never_as_a_link_or_an_image(server, page):
+    """A link's values are shown as plain text: a crafted one cannot put a clickable
+    external link or a remote image inside the app's own warning."""
+    from urllib.parse import quote
+
+    expect = playwright_api.expect
+    phishing = "[Your session expired - click here](https://evil.example/login)"
+    pixel = "![](https://evil.example/pixel.png) www.evil.example"
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        pg.goto(f"{server}/model?dataset={quote(phishing)}&variant={quote(pixel)}")
+        settle(pg)
+        expect(pg.locator("[data-testid=stAlert]").filter(has_text="Your session expired")).to_have_count(1)
+        # the text as typed (a word joiner, invisible, keeps a bare address from becoming a link)
+        shown = " ".join(pg.locator("[data-testid=stAlert]").all_inner_texts()).replace("\u2060", "")
+        assert phishing in shown and "![](https://evil.example/pixel.png) www.evil.example" in shown, shown
+        assert pg.locator("a[href*='evil.example']").count() == 0
+        assert pg.locator("img[src*='evil.example']").count() == 0
+        no_exception(pg)
+    finally:
+        context.close()
 
 
 def test_a_deep_link_opened_first_after_a_start_gets_the_frame(tmp_path, page):

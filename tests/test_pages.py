@@ -354,7 +354,7 @@ def test_predictions_upload_tab(ui_lab, finished_run):
 def test_predictions_link_to_a_missing_run(ui_lab, finished_run):
     at = open_page("predictions", run="no-such-run")
     no_errors(at)
-    assert any("no-such-run" in w.value for w in at.warning)
+    assert any("no\\-such\\-run" in w.value for w in at.warning)  # shown as typed, escaped for Markdown
 
 
 def test_runs_page_table_curves_downloads(ui_lab, finished_run):
@@ -442,3 +442,80 @@ def test_quick_demo_button_launches_and_goes_to_train(ui_lab):
     assert at.selectbox(key="run").value == run_id
     runs.stop(run_id)
     assert runs.wait(run_id, timeout=120)["state"] in ("stopped", "finished")
+
+
+# ---------------------------------------------------------------- what a link, a file or a folder says is text
+
+
+@pytest.mark.parametrize("param, value", [
+    ("variant", "![](https://evil.example/pixel.png)"),
+    ("dataset", "[Your session expired - click here](https://evil.example/login)"),
+    ("size", "**big** :red[x]"),
+])
+def test_a_links_values_show_as_plain_text(ui_lab, param, value):
+    at = open_page("model", **{param: value})
+    no_errors(at)
+    (notice,) = [w.value for w in at.warning if "The link asks for" in w.value]
+    assert value not in notice  # not as Markdown: every mark escaped
+    assert "\\[" in notice or "\\*\\*" in notice
+    assert "](https" not in notice and "**big**" not in notice
+
+
+def test_a_link_to_a_run_with_markdown_shows_it_as_text(ui_lab, finished_run):
+    at = open_page("predictions", run="[Your session expired - click here](https://evil.example/login)")
+    no_errors(at)
+    (notice,) = [w.value for w in at.warning if "The link names run" in w.value]
+    assert "\\[Your session expired" in notice and "](https" not in notice
+
+
+def hand_edited_copy(finished_run: str, name: str, **fields) -> str:
+    """A copy of the finished run whose config.json has ``fields`` written over it."""
+    source = runs.run_path(finished_run)
+    shutil.copytree(source, source.parent / name)
+    path = runs.run_path(name) / "config.json"
+    config = json.loads(path.read_text())
+    config.update(fields)
+    path.write_text(json.dumps(config))
+    return name
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"epochs": "<a href='https://evil.example'>6</a>"}, "must be a whole number"),
+    ({"data_root": "/"}, "outside the lab's data root"),
+])
+def test_a_hand_edited_config_is_refused_with_a_sentence(ui_lab, finished_run, fields, words):
+    name = hand_edited_copy(finished_run, "hand-edited", **fields)
+    try:
+        at = open_page("predictions", run=name)
+        assert not at.exception
+        errors = [e.value for e in at.error]
+        assert errors and "cannot be read" in errors[0], errors
+        assert any(words in c.value.replace("\\", "") for c in at.caption), [c.value for c in at.caption]
+        assert not any("evil.example'>" in m.value for m in at.markdown)
+    finally:
+        shutil.rmtree(runs.run_path(name), ignore_errors=True)
+
+
+def test_a_thousand_class_confusion_matrix_stays_small():
+    """1,000 classes made a 28 MB figure that Chromium took minutes to draw: above a
+    few dozen classes the matrix shows those with the most mistakes."""
+    import time
+
+    import numpy as np
+
+    from ui.charts import CONFUSION_CLASSES, confusion_classes, confusion_figure
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    matrix = np.diag(rng.integers(5, 20, n))
+    matrix[7, 3] = matrix[500, 999] = 40  # two pairs confused far more than any other
+    classes = [f"<b>class {i}</b>" for i in range(n)]
+    start = time.perf_counter()
+    shown = confusion_classes(matrix)
+    spec = confusion_figure(matrix, classes, shown).to_json()
+    assert time.perf_counter() - start < 5
+    assert len(shown) == CONFUSION_CLASSES and {3, 7, 500, 999} <= set(shown)
+    assert len(spec) < 200_000, len(spec)
+    names = json.loads(spec)["data"][0]["x"]
+    assert "&lt;b&gt;class 7&lt;/b&gt;" in names and "<b>class 7</b>" not in names  # plotly reads HTML: escaped
+    assert confusion_classes(matrix[:10, :10]) == list(range(10))

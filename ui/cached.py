@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from alexnet_core import anatomy, datasets, runs, training, variants
-from alexnet_core.config import TrainConfig
+from alexnet_core import anatomy, datasets, paths, runs, training, variants
+from alexnet_core.config import ConfigError, TrainConfig
 from ui.choice import Selection, defaults, session_id
 from ui.formatting import error_ui
 
@@ -54,7 +54,7 @@ def untrained_model(variant: str, in_channels: int, num_classes: int, input_size
 @st.cache_resource(show_spinner=False, max_entries=6)
 def run_start_model(run_id: str, num_classes: int):
     """The weights a run started from, before its first step."""
-    return training.initial_model(runs.read_config(run_id), num_classes)
+    return training.initial_model(run_config(run_id), num_classes)
 
 
 @st.cache_resource(show_spinner="Loading the run's weights…", max_entries=6)
@@ -81,6 +81,16 @@ def predictions(run_id: str, epoch: int | None) -> pd.DataFrame:
     folder = runs.run_path(run_id) / "predictions"
     stamp = max((p.stat().st_mtime for p in folder.glob("*")), default=0.0) if folder.exists() else 0.0
     return _predictions(run_id, epoch, stamp)
+
+
+def run_config(run_id: str) -> TrainConfig:
+    """A run's config.json, each field checked as strictly as the form's, its data root
+    inside the lab's: a hand-edited file is refused with a sentence, never shown."""
+    config = runs.read_config(run_id).check_fields()
+    if config.data_root is not None and not paths.is_within(config.data_root, paths.data_root()):
+        raise ConfigError(f"Its config.json names the data folder {config.data_root}, outside the lab's data root "
+                          f"{paths.data_root()}; the lab reads images only from there.")
+    return config
 
 
 def has_predictions(run_id: str) -> bool:

@@ -3,6 +3,9 @@ Train page's live loss and accuracy figures."""
 
 from __future__ import annotations
 
+import html
+
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -77,12 +80,65 @@ def lines_figure(series: dict[str, tuple[list, list]], title: str, xtitle: str, 
     return fig
 
 
+def labels(names) -> list[str]:
+    """Class names as plotly shows them: plotly reads a subset of HTML (links too) in
+    its text, so a folder's class name is escaped."""
+    return [html.escape(str(name)) for name in names]
+
+
 def bars_figure(frame: pd.DataFrame, x: str, y: str, title: str, xtitle: str, *, height: int, hover=None) -> go.Figure:
     """Horizontal bars of ``frame[x]`` (a percentage) per ``frame[y]``, labelled with their value."""
-    fig = go.Figure(go.Bar(x=frame[x], y=frame[y].astype(str), orientation="h", marker_color=COLOURS[0],
+    fig = go.Figure(go.Bar(x=frame[x], y=labels(frame[y]), orientation="h", marker_color=COLOURS[0],
                            text=[f"{v:.1f}%" for v in frame[x]], customdata=hover,
                            hovertemplate="%{y}: %{x:.1f}%" + ("<br>%{customdata}" if hover is not None else "") + "<extra></extra>"))
     styled(fig, title, xtitle, "", height=height)
     fig.update_yaxes(type="category")
     fig.update_xaxes(range=[0, 105])
+    return fig
+
+
+# Above this many classes the matrix shows the classes with the most mistakes: a
+# cell per pair grows as the square (1,000 classes made a 28 MB figure), and a
+# projector shows a few dozen rows at most.
+CONFUSION_CLASSES = 30
+
+
+def confusion_classes(matrix: np.ndarray, most: int = CONFUSION_CLASSES) -> list[int]:
+    """Every class, or the ``most`` classes with the most mistakes (as the true or the
+    predicted class), in class order."""
+    if len(matrix) <= most:
+        return list(range(len(matrix)))
+    wrong = matrix - np.diag(np.diag(matrix))
+    mistakes = wrong.sum(axis=0) + wrong.sum(axis=1)
+    return sorted(np.argsort(-mistakes, kind="stable")[:most].tolist())
+
+
+def confusion_figure(matrix: np.ndarray, classes: list[str], shown: list[int]) -> go.Figure:
+    """The confusion matrix over the ``shown`` classes; each cell carries (true, predicted)
+    class indices for a click."""
+    n = len(shown)
+    names = labels(classes[i] for i in shown)
+    sub = matrix[np.ix_(shown, shown)]
+    index = np.asarray(shown)
+    ti, pi = np.meshgrid(index, index, indexing="ij")
+    custom = np.stack([ti, pi], axis=-1)
+    fig = go.Figure(go.Heatmap(
+        z=sub, x=names, y=names, customdata=custom, colorscale="Blues", showscale=False,
+        text=np.where(sub > 0, sub.astype(str), "") if n <= 20 else None,
+        texttemplate="%{text}" if n <= 20 else None, textfont={"size": 18},
+        hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>",
+    ))
+    # Heatmap cells cannot be selected by a click; an invisible marker on each cell can.
+    rows, cols = np.meshgrid(range(n), range(n), indexing="ij")
+    fig.add_scatter(
+        x=[names[c] for c in cols.ravel()], y=[names[r] for r in rows.ravel()], customdata=custom.reshape(-1, 2),
+        mode="markers", showlegend=False,
+        marker={"symbol": "square", "size": max(8, min(40, 440 // max(n, 1))), "opacity": 0.01, "color": "#000000"},
+        hovertemplate="true %{y}, predicted %{x}: click to see these images<extra></extra>",
+    )
+    title = "Confusion matrix" if n == len(classes) else f"Confusion matrix: the {n} classes with the most mistakes"
+    styled(fig, title, "predicted class", "true class", height=min(720, 120 + 48 * n))
+    fig.update_layout(clickmode="event+select")
+    fig.update_xaxes(type="category", showgrid=False, zeroline=False)
+    fig.update_yaxes(autorange="reversed", type="category", showgrid=False, zeroline=False)
     return fig

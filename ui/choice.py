@@ -13,6 +13,7 @@ import streamlit as st
 from alexnet_core import datasets, variants
 from alexnet_core.config import TrainConfig, get_recipe
 from alexnet_core.runfiles import ACTIVE_STATES
+from ui.formatting import md
 
 # Absolute paths: st.Page, st.switch_page and st.page_link resolve relative ones
 # against the navigation script's folder (ui/), not the repository.
@@ -72,13 +73,13 @@ def _check_link() -> None:
             variant = asked
         else:
             notices.append(
-                f"The link asks for the variant **{asked}**, which does not exist; showing "
+                f"The link asks for the variant **{md(asked)}**, which does not exist; showing "
                 f"**{variant}** instead. Variants: {', '.join(variants.list_models())}."
             )
     asked = params.get("dataset")
     if asked is not None and asked not in datasets.list_datasets():
         notices.append(
-            f"The link asks for the dataset **{asked}**, which does not exist; showing "
+            f"The link asks for the dataset **{md(asked)}**, which does not exist; showing "
             f"**{dataset}** instead. Datasets: {', '.join(datasets.list_datasets())}."
         )
     asked = params.get("size")
@@ -90,7 +91,7 @@ def _check_link() -> None:
             size = None
         if size is None or not lo <= size <= hi:
             notices.append(
-                f"The link asks for the input size **{asked}**, which {variant} cannot take "
+                f"The link asks for the input size **{md(asked)}**, which {variant} cannot take "
                 f"(it takes {lo} to {hi} pixels here); showing its native size "
                 f"**{variants.get_spec(variant).input_size}** instead."
             )
@@ -137,9 +138,9 @@ def sidebar_ui() -> Selection:
         )
         ok, where = dataset_availability(dataset, folder)
         if ok:
-            st.caption(f":material/check_circle: {datasets.get_info(dataset).title}: {where}")
+            st.caption(f":material/check_circle: {datasets.get_info(dataset).title}: {md(where)}")
         else:
-            st.warning(where, icon=":material/download:")
+            st.warning(md(where), icon=":material/download:")
     return Selection(variant=variant, dataset=dataset, input_size=int(size), folder=folder)
 
 
@@ -201,7 +202,7 @@ def pick_run_ui(ids: list[str], frame: pd.DataFrame, *, label: str = "Run") -> s
     """
     asked = st.query_params.get("run")
     if asked is not None and asked not in ids:
-        st.warning(f"The link names run **{asked}**, which does not exist (any more); showing another run.",
+        st.warning(f"The link names run **{md(asked)}**, which does not exist (any more); showing another run.",
                    icon=":material/link:")
     launched = st.session_state.pop("_watch_next", None)
     if launched in ids:

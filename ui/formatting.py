@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 import pandas as pd
 import streamlit as st
 
 
+# Every ASCII punctuation mark Markdown (CommonMark, and Streamlit's :colour[...] and
+# :material/...: directives, $ for LaTeX) could read as syntax.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=&\"'@])")
+# GitHub-flavoured Markdown links a bare https://..., www.... or name@host whatever is
+# escaped: an invisible word joiner after the scheme, the "www" or the "@" stops it.
+_AUTOLINK = re.compile(r"(?i)(https?(?=\\:)|ftp(?=\\:)|www(?=\\\.)|\\@)")
+
+
+def md(value) -> str:
+    """``value`` as plain text inside Markdown: a run id, a class or folder name, a link's
+    value or an error message shows as typed, never as a link, an image, bold or colour."""
+    escaped = _MARKDOWN.sub(r"\\\1", str(value)).replace("\n", " ")
+    return _AUTOLINK.sub("\\1\u2060", escaped)
+
+
 def error_ui(message: str, exc: BaseException | None = None) -> None:
-    """A sentence a student understands, and the error's own text (never a traceback)."""
-    st.error(message, icon=":material/error:")
+    """A sentence a student understands, and the error's own text (never a traceback);
+    both shown as plain text."""
+    st.error(md(message), icon=":material/error:")
     if exc is not None and str(exc):
-        st.caption(f"Details: {exc}")
+        st.caption(f"Details: {md(exc)}")
 
 
 def missing(value) -> bool:
