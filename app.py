@@ -31,7 +31,11 @@ def warm_up() -> None:
     torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     # plotly.py loads its validators on a figure's first use of each trace type.
     go.Figure([go.Scatter(x=[0], y=[0]), go.Bar(x=[1], y=["a"]), go.Heatmap(z=[[1]])]).to_json()
-    cached.warm_caches()
+    try:
+        cached.warm_caches()
+    except Exception as exc:  # a warm-up is a head start, never a reason for the server not to start
+        log.warning("AlexNet Lab: the default view could not be prepared at start-up (%s: %s); "
+                    "its page will say why", type(exc).__name__, exc)
     log.warning("AlexNet Lab: PyTorch and the lab imported and warmed in %.1f s", time.perf_counter() - started)
 
 

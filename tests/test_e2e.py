@@ -180,6 +180,36 @@ def test_markdown_in_a_link_shows_as_typed_never_as_a_link_or_an_image(server, p
         context.close()
 
 
+def test_a_garbage_dataset_cache_does_not_stop_the_server(tmp_path, page):
+    """The start-up warm-up loads the default dataset from its cache: a cache file of
+    random bytes must not take the server down."""
+    import os
+
+    expect = playwright_api.expect
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    garbage = os.urandom(4096)
+    from alexnet_core import datasets, paths
+
+    with pytest.MonkeyPatch.context() as mp:  # write garbage where the server will look first
+        mp.setenv("ALEXNET_LAB_CACHE", str(cache))
+        datasets.load_dataset("digits")
+        for path in paths.cache_root().glob("digits-*.pt"):
+            path.write_bytes(garbage)
+    assert list(cache.glob("digits-*.pt")), "the cache file the server reads"
+    with Server(lab_env(tmp_path), tmp_path / "server.log") as srv:
+        context = page.context.browser.new_context(viewport={"width": 1280, "height": 800})
+        try:
+            pg = context.new_page()
+            pg.set_default_timeout(60_000)
+            pg.goto(srv.url)
+            settle(pg)
+            expect(pg.get_by_role("heading", name="AlexNet Lab")).to_be_visible()
+            no_exception(pg)
+        finally:
+            context.close()
+
+
 def test_a_deep_link_opened_first_after_a_start_gets_the_frame(tmp_path, page):
     """A shared link is often the first page a fresh server serves. It must get the
     st.navigation frame (the page list and the sidebar choice), not Streamlit's
