@@ -283,3 +283,15 @@ def compare_variants(in_channels: int = 3, num_classes: int = 10) -> pd.DataFram
             }
         )
     return pd.DataFrame(rows)
+
+
+def training_memory_mb(totals: dict, batch_size: int, optimizer_states: int = 1) -> float:
+    """About how much memory a training step takes, from ``layer_table``'s totals.
+
+    Every layer's output is kept for the backward pass and gets a gradient of the
+    same size (2x the activations per image, times the batch); the weights have a
+    gradient and ``optimizer_states`` more copies (SGD with momentum 1, Adam 2). A
+    rough lower bound: the framework's own memory comes on top.
+    """
+    activations = 2 * totals["activations_mb_per_image"] * batch_size
+    return activations + totals["weights_mb"] * (2 + optimizer_states)

@@ -57,3 +57,16 @@ def torch_threads(threads: int):
             torch.set_num_threads(before)
     else:
         yield
+
+
+def available_memory_mb() -> float | None:
+    """Memory the system can give a new process now (Linux's MemAvailable), in MB;
+    None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None

@@ -9,6 +9,7 @@ import streamlit as st
 
 from alexnet_core import variants
 from alexnet_core.config import SETTINGS, ConfigError, Recipe, TrainConfig, get_recipe, list_recipes
+from alexnet_core.device import available_memory_mb
 from alexnet_core.runfiles import ACTIVE_STATES
 from ui import cached, choice
 from ui.formatting import error_ui, format_duration, md
@@ -91,6 +92,13 @@ def estimate_ui(config: TrainConfig, *, busy: bool) -> bool:
     ok, where = choice.dataset_availability(config.dataset, config.folder)
     if not ok:
         st.warning(f"The {config.dataset} images are not on this computer yet. {md(where)}", icon=":material/download:")
+        return False
+    free = available_memory_mb()
+    if free is not None and cached.training_memory_mb(config) > cached.MEMORY_SHARE * free:
+        need = cached.training_memory_mb(config)
+        fits = cached.largest_batch(config, cached.MEMORY_SHARE * free)
+        error_ui(f"A batch of {config.batch_size} needs about {need / 1024:.1f} GB for each training step, and this "
+                 f"computer has {free / 1024:.1f} GB free. Choose a batch size of at most {fits}.")
         return False
     auto = config.resolved_input_size < 100 and not busy
     waiting = auto and cached.known_estimate(cached.estimate_key(config)) is None

@@ -124,3 +124,20 @@ def test_response_change_is_relative_to_the_response_before():
     assert response_change(torch.zeros(2, 3, 3), torch.ones(2, 3, 3)) > 1e6  # nothing before: anything is a huge change
     with pytest.raises(ValueError, match="shape"):
         response_change(before, before[:2])
+
+
+def test_training_memory_grows_with_the_batch_and_the_optimizer():
+    from alexnet_core.anatomy import training_memory_mb
+
+    totals = {"activations_mb_per_image": 7.4, "weights_mb": 222.5}  # the paper net at 227
+    sgd_128 = training_memory_mb(totals, 128, optimizer_states=1)
+    assert sgd_128 == pytest.approx(2 * 7.4 * 128 + 3 * 222.5)  # about 2.6 GB: 3.1 GB was measured with PyTorch's own
+    assert training_memory_mb(totals, 4096, 1) > 24 * 1024  # the form's largest batch cannot fit a 24 GB machine
+    assert training_memory_mb(totals, 128, optimizer_states=2) > sgd_128
+
+
+def test_available_memory_is_read_from_the_system():
+    from alexnet_core.device import available_memory_mb
+
+    mb = available_memory_mb()
+    assert mb is None or 0 < mb < 2**30

@@ -519,3 +519,21 @@ def test_a_thousand_class_confusion_matrix_stays_small():
     names = json.loads(spec)["data"][0]["x"]
     assert "&lt;b&gt;class 7&lt;/b&gt;" in names and "<b>class 7</b>" not in names  # plotly reads HTML: escaped
     assert confusion_classes(matrix[:10, :10]) == list(range(10))
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_with_a_sentence(ui_lab):
+    from alexnet_core.device import available_memory_mb
+    from ui import cached
+
+    at = open_page("train", variant="paper", size="227")
+    at.number_input(key="quick:batch_size").set_value(4096).run()
+    config = get_recipe("quick").make_config(variant="paper", dataset="digits", input_size=227, batch_size=4096)
+    free = available_memory_mb()
+    if free is None or cached.training_memory_mb(config) <= cached.MEMORY_SHARE * free:
+        pytest.skip("this machine has the memory for the paper net at 227 with a batch of 4,096")
+    errors = [e.value.replace("\\", "") for e in at.error]
+    assert any("A batch of 4096 needs about" in e and "Choose a batch size of at most" in e for e in errors), errors
+    fits = cached.largest_batch(config, cached.MEMORY_SHARE * free)
+    assert 0 < fits < 4096
+    assert cached.training_memory_mb(config, fits) <= cached.MEMORY_SHARE * free < cached.training_memory_mb(config, fits + 1)
+    assert at.button(key="launch").disabled

@@ -161,7 +161,31 @@ def runs_with_weights(variant: str | None = None, dataset: str | None = None) ->
     return [rid for rid in frame["id"] if (runs.run_path(rid) / "best.pt").exists()]
 
 
-# --------------------------------------------------------------------------- time per epoch
+# --------------------------------------------------------------------------- memory and time per epoch
+
+# The timing runs in the server: at most this batch, so that it takes little memory
+# (the paper net at 227 with the form's 4,096 would want tens of GB). The time per
+# image barely depends on the batch on a CPU.
+ESTIMATE_BATCH = 32
+# A training run may plan on this share of the memory free now.
+MEMORY_SHARE = 0.8
+
+
+def training_memory_mb(config: TrainConfig, batch_size: int | None = None) -> float:
+    """About the memory a training step of ``config`` takes (anatomy.training_memory_mb)."""
+    info = datasets.get_info(config.dataset)
+    spec = variants.get_spec(config.variant)
+    size = config.resolved_input_size
+    _, totals = layer_table(config.variant, spec.in_channels, info.num_classes or 2, size)
+    states = 2 if config.optimizer in ("adam", "adamw") else int(config.momentum > 0)
+    return anatomy.training_memory_mb(totals, batch_size or config.batch_size, states)
+
+
+def largest_batch(config: TrainConfig, memory_mb: float) -> int:
+    """The largest batch whose training step fits in ``memory_mb``."""
+    one, two = training_memory_mb(config, 1), training_memory_mb(config, 2)
+    per_image, fixed = two - one, 2 * one - two
+    return max(0, int((memory_mb - fixed) // per_image))
 
 
 def estimate_key(config: TrainConfig) -> str:
@@ -189,7 +213,8 @@ def estimate(config: TrainConfig) -> float:
     key = estimate_key(config)
     if key not in known:
         dataset = load_dataset(config.dataset, config.data_root, config.folder)
-        known[key] = training.estimate_epoch_seconds(config, dataset=dataset)
+        timed = config.replace(batch_size=min(config.batch_size, ESTIMATE_BATCH))
+        known[key] = training.estimate_epoch_seconds(timed, dataset=dataset)
         while len(known) > _ESTIMATES_KEPT:
             known.pop(next(iter(known)), None)
     return known[key]
