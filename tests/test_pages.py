@@ -537,3 +537,29 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_with_a_sentence(ui_lab):
     assert 0 < fits < 4096
     assert cached.training_memory_mb(config, fits) <= cached.MEMORY_SHARE * free < cached.training_memory_mb(config, fits + 1)
     assert at.button(key="launch").disabled
+
+
+def test_a_long_run_keeps_a_bounded_number_of_steps_for_its_chart(ui_lab, finished_run, monkeypatch):
+    """A 200 MB metrics file kept 1.9 GB in the server: past MAX_STEP_ROWS step events,
+    every other one is dropped, and every epoch event stays."""
+    from ui import live
+
+    copy = "many-steps"
+    shutil.copytree(runs.run_path(finished_run), runs.run_path(finished_run).parent / copy)
+    try:
+        path = runs.run_path(copy) / "metrics.jsonl"
+        events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        steps = [e for e in events if e.get("type") == "step"]
+        epochs = [e for e in events if e.get("type") == "epoch"]
+        monkeypatch.setattr(live, "MAX_STEP_ROWS", len(steps) * 2)
+        with open(path, "a") as f:  # the same steps again, four times over
+            for _ in range(4):
+                f.write("".join(json.dumps(e) + "\n" for e in steps))
+        metrics = live.RunMetrics(copy, str(runs.run_path(copy).parent))
+        metrics.snapshot()
+        kept = [r for r in metrics.rows if r.get("type") == "step"]
+        assert metrics.steps == len(kept) <= live.MAX_STEP_ROWS
+        assert len(kept) >= live.MAX_STEP_ROWS // 2
+        assert [r for r in metrics.rows if r.get("type") == "epoch"] == epochs
+    finally:
+        shutil.rmtree(runs.run_path(copy), ignore_errors=True)

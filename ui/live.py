@@ -31,6 +31,9 @@ CHARTS_EVERY_S = 5
 FREE_VIEWERS = 3
 MAX_SCALE = 16
 SEEN_FOR_S = 90.0  # longer than the slowest refresh, so an audience at that pace still counts itself
+# A run's step events kept for its chart: past this, every other one is dropped (the
+# chart shows a few hundred points; a 200 MB metrics file kept 1.9 GB in the server).
+MAX_STEP_ROWS = 20_000
 
 STATE_ICONS = {
     "queued": ":material/hourglass_top:",
@@ -90,6 +93,7 @@ class RunMetrics:
         self.lock = threading.Lock()
         self.offset = 0
         self.rows: list[dict] = []
+        self.steps = 0  # step events among the rows
         self.version = 0
         self.built: tuple[pd.DataFrame, pd.DataFrame, go.Figure, go.Figure] | None = None
         self.built_version = -1
@@ -98,12 +102,26 @@ class RunMetrics:
     def _read(self) -> None:
         path = runs.run_path(self.run_id, self.runs_dir) / "metrics.jsonl"
         if path.exists() and path.stat().st_size < self.offset:  # the file was replaced: start over
-            self.offset, self.rows = 0, []
+            self.offset, self.rows, self.steps = 0, [], 0
             self.version += 1
         new, self.offset = runs.read_metrics(self.run_id, self.offset, self.runs_dir)
         if new:
             self.rows.extend(new)
             self.version += 1
+            self.steps += sum(1 for row in new if row.get("type") == "step")
+            while self.steps > MAX_STEP_ROWS:
+                self._thin()
+
+    def _thin(self) -> None:
+        """Drop every other step event; every other event (epochs, resumes) stays."""
+        kept, seen = [], 0
+        for row in self.rows:
+            if row.get("type") == "step":
+                seen += 1
+                if seen % 2:
+                    continue
+            kept.append(row)
+        self.rows, self.steps = kept, seen // 2
 
     def snapshot(self) -> tuple[pd.DataFrame, pd.DataFrame, go.Figure, go.Figure]:
         """(steps, epochs, loss figure, accuracy figure), after reading the new lines."""
