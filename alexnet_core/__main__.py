@@ -364,6 +364,9 @@ def cmd_runs(args) -> int:
         "time": frame["duration_s"].map(_duration),
     })
     _print_table(shown, "")
+    damaged = frame[frame["state"] == "damaged"]
+    for run_id, error in zip(damaged["id"], damaged["error"]):
+        print(f"{run_id}: {error}")
     return 0
 
 
@@ -386,6 +389,14 @@ def cmd_resume(args) -> int:
 
     runs.resume(args.id, args.runs_dir)
     print(f"resumed {args.id} in the background; follow it with: python -m alexnet_core runs")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    from alexnet_core import runs
+
+    runs.delete_run(args.id, args.runs_dir)
+    print(f"deleted {args.id}")
     return 0
 
 
@@ -448,7 +459,8 @@ def build_parser(settings=None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
 
     for name, func, text in (("stop", cmd_stop, "stop a run (it saves last.pt)"),
-                             ("resume", cmd_resume, "resume a stopped or interrupted run")):
+                             ("resume", cmd_resume, "resume a stopped or interrupted run"),
+                             ("delete", cmd_delete, "delete a run that is not active (a damaged one too)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("id")
         runs_dir(p)

@@ -29,6 +29,7 @@ from torch import nn
 
 from alexnet_core import variants
 from alexnet_core.config import TrainConfig
+from alexnet_core.runfiles import disk_full_reason, torch_load_reason
 
 CHECKPOINT_FORMAT = 1
 
@@ -45,7 +46,8 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file beside ``path``, then rename it over ``path``.
 
     On failure the temp file is removed, ``path`` is untouched and
-    ``CheckpointWriteError`` says why.
+    ``CheckpointWriteError`` says why (a full disk as "the disk is full (N MB
+    free in <folder>)", not as PyTorch's "unexpected pos").
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -59,6 +61,10 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         code = getattr(exc, "errno", None)
+        if full := disk_full_reason(exc, path.parent):  # PyTorch would say "unexpected pos"
+            code = errno.ENOSPC
+            raise CheckpointWriteError(code, f"Could not write checkpoint {path.name} ({os.strerror(code)}): {full}; "
+                                             "free some space, then resume the run") from exc
         reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [""])[0] or errno.errorcode.get(code or 0, "I/O error")
         raise CheckpointWriteError(code, f"Could not write checkpoint {path.name}: {reason}") from exc
 
@@ -136,8 +142,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated and cannot be loaded ({first_line}).") from None
+        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated and cannot be loaded ({torch_load_reason(exc)}).") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_args" not in checkpoint:
         raise CheckpointError(f"Checkpoint {path} is not an AlexNet Lab checkpoint (no model weights in it).")
     checkpoint["path"] = str(path)

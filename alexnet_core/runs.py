@@ -10,7 +10,9 @@ Layout (``DESIGN.md``)::
 
 A run trains in its own process (``python -m alexnet_core train --run-dir
 DIR``), started detached, so it outlives the page or shell that launched it.
-Readers only read files. At most ``max_concurrent_runs()`` runs train at once
+Readers only read files; a run whose files cannot be trusted (hand-edited,
+half-deleted) reads ``damaged`` with the reason, and can only be deleted. At
+most ``max_concurrent_runs()`` runs train at once
 (``ALEXNET_LAB_MAX_RUNS``, default 1); the others wait as ``queued``, first
 launched first served. A slot is an ``flock`` on ``<runs root>/.slot-K.lock``
 held by the training process, so the kernel frees it even after ``kill -9``.
@@ -23,7 +25,7 @@ Public API::
     launch(config, runs_dir=None) -> run_id
     stop(run_id, runs_dir=None) -> None
     resume(run_id, runs_dir=None) -> None
-    delete_run(run_id, runs_dir=None) -> None
+    delete_run(run_id, runs_dir=None) -> None     (also removes a damaged run)
     status(run_id, runs_dir=None) -> dict
     wait(run_id, timeout=None, runs_dir=None) -> dict
     list_runs(runs_dir=None) -> DataFrame
@@ -38,13 +40,14 @@ Public API::
     log_tail(run_id, lines=50, runs_dir=None) -> str
     run_path(run_id, runs_dir=None) -> Path
     create_run(config, runs_dir=None) -> run_id      (validates; the folder, without starting it)
+    RunError(ValueError)                             a run operation that cannot be done, as a sentence
     run_worker(run_dir, *, resume=False, progress=None) -> dict   (the training process's body)
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
+import errno
 import os
 import re
 import secrets
@@ -64,12 +67,13 @@ from alexnet_core.runfiles import (
     PREDICTION_COLUMNS,
     FileLock,
     frames_from_events,
-    pid_alive,
+    disk_full_reason,
     prediction_path,
     process_start_time,
     read_events,
     read_json,
     read_predictions_file,
+    read_run_files,
     saved_prediction_epochs,
     stop_signals,
     update_status,
@@ -87,7 +91,7 @@ if TYPE_CHECKING:
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 QUEUE_POLL_S = 0.5
-LAUNCH_GRACE_S = 30.0  # a queued run with no pid yet is being started, not dead
+LEFTOVER_S = 3600.0  # a .trash or .new- folder this old was left by a process that died
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 RUN_COLUMNS = [
@@ -123,11 +127,31 @@ def run_path(run_id: str, runs_dir: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def _existing_run(run_id: str, runs_dir) -> Path:
+def _existing_run(run_id: str, runs_dir, *, damaged_too: bool = False) -> Path:
+    """The folder of a run that is in the store: with a config.json, or any folder with ``damaged_too``."""
     path = run_path(run_id, runs_dir)
-    if not (path / "config.json").is_file():
+    if not (path.is_dir() if damaged_too else (path / "config.json").is_file()):
         raise RunError(f"No run {run_id!r} in {paths.runs_root(runs_dir)}.")
     return path
+
+
+@contextlib.contextmanager
+def _control(run_id: str, runs_dir):
+    """Hold the run's control lock, under which every operation that changes a run
+    (stop, resume, delete) checks and acts; yields the folder, still in the store."""
+    run_dir = _existing_run(run_id, runs_dir, damaged_too=True)
+    deleted = f"No run {run_id!r} in {paths.runs_root(runs_dir)}: it was just deleted."
+    lock = FileLock(run_dir / ".control.lock")
+    try:
+        lock.acquire()
+    except (FileNotFoundError, NotADirectoryError):
+        raise RunError(deleted) from None
+    try:
+        if not run_dir.is_dir():  # a delete moved it out while this waited for the lock
+            raise RunError(deleted)
+        yield run_dir
+    finally:
+        lock.release()
 
 
 def _new_run_id(config: TrainConfig) -> str:
@@ -151,27 +175,36 @@ def max_concurrent_runs() -> int:
 def create_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> str:
     """Validate ``config`` (dataset availability included) and create its run folder as ``queued``.
 
-    Returns the new run id. Nothing is started; ``launch`` also starts it.
+    Returns the new run id. Nothing is started; ``launch`` also starts it. The
+    folder is written under a hidden name and renamed into place whole, so no
+    reader sees it half-made. A runs folder that cannot be written (a full
+    disk, read-only) raises ``RunError`` saying so.
     """
     config.validate(check_data=True)
     root = paths.runs_root(runs_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    while True:
-        run_id = _new_run_id(config)
-        try:
-            (root / run_id).mkdir()  # atomic: two launches never share a folder
-            break
-        except FileExistsError:
-            continue
-    run_dir = root / run_id
-    config.to_json(run_dir / "config.json")
-    now = time.time()
-    write_json_atomic(run_dir / "status.json", {
-        "id": run_id, "state": "queued", "pid": None, "proc_start": None, "created": now, "queued_at": now,
-        "updated": now, "epoch": 0, "epochs": config.epochs, "step": 0, "error": None,
-    })
-    (run_dir / "metrics.jsonl").touch()
-    return run_id
+    staging = root / f".new-{secrets.token_hex(8)}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        config.to_json(staging / "config.json")
+        (staging / "metrics.jsonl").touch()
+        while True:
+            run_id = _new_run_id(config)
+            now = time.time()
+            write_json_atomic(staging / "status.json", {
+                "id": run_id, "state": "queued", "pid": None, "proc_start": None, "created": now, "queued_at": now,
+                "updated": now, "epoch": 0, "epochs": config.epochs, "step": 0, "error": None,
+            })
+            try:
+                os.rename(staging, root / run_id)  # atomic: two launches never share a folder
+                return run_id
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = disk_full_reason(exc, root if root.is_dir() else root.parent) or exc.strerror or str(exc)
+        raise RunError(f"Cannot create a run in {root}: {reason}.") from None
 
 
 def launch(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> str:
@@ -221,9 +254,8 @@ def _reap() -> None:
 def stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
     """Ask a run to stop: a running one stops at its next step (writing last.pt) as ``stopped``;
     a queued one is cancelled (``stopped``) at once. Other states are left as they are."""
-    run_dir = _existing_run(run_id, runs_dir)
-    with FileLock(run_dir / ".control.lock"):
-        current = status(run_id, runs_dir)
+    with _control(run_id, runs_dir) as run_dir:
+        current = _status_of(run_dir)
         if current["state"] not in ACTIVE_STATES:
             return
         (run_dir / "stop").touch()
@@ -237,16 +269,17 @@ def resume(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
 
     Starts a detached process like ``launch`` (queued behind other runs). A run
     with no last.pt yet starts again from the beginning. Raises ``RunError``
-    for a run that is still active or already finished.
+    for a run that is still active, already finished, damaged, or deleted meanwhile.
     """
-    run_dir = _existing_run(run_id, runs_dir)
-    with FileLock(run_dir / ".control.lock"):
-        current = status(run_id, runs_dir)
+    with _control(run_id, runs_dir) as run_dir:
+        current = _status_of(run_dir)
         state = current["state"]
         if state in ACTIVE_STATES:
             raise RunError(f"Run {run_id} is {state}; stop it first, or wait for it to end.")
         if state == "finished":
             raise RunError(f"Run {run_id} already finished all {current.get('epochs')} epochs; launch a new run to train more.")
+        if state == "damaged":
+            raise RunError(f"Run {run_id} cannot be resumed. {current['error']}")
         TrainConfig.from_json(run_dir / "config.json").validate(check_data=True)
         with contextlib.suppress(FileNotFoundError):
             (run_dir / "stop").unlink()
@@ -257,47 +290,43 @@ def resume(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
 
 
 def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
-    """Delete a run's folder; an active run must be stopped first (``RunError``)."""
-    run_dir = _existing_run(run_id, runs_dir)
-    with FileLock(run_dir / ".control.lock"):
-        current = status(run_id, runs_dir)
+    """Delete a run's folder, a damaged one included; an active run must be stopped first (``RunError``).
+
+    Under the run's control lock the folder is renamed out of the store (into
+    ``<runs root>/.trash``), so a resume or stop waiting for the lock finds no
+    run, never half of one; the files are removed after.
+    """
+    root = paths.runs_root(runs_dir)
+    trash = root / ".trash"
+    with _control(run_id, runs_dir) as run_dir:
+        current = _status_of(run_dir)
         if current["state"] in ACTIVE_STATES:
             raise RunError(f"Run {run_id} is {current['state']}; stop it before deleting it.")
-    shutil.rmtree(run_dir)
+        gone = trash / f"{run_id}-{secrets.token_hex(4)}"
+        try:
+            trash.mkdir(exist_ok=True)
+            os.rename(run_dir, gone)
+        except OSError as exc:
+            raise RunError(f"Run {run_id} could not be deleted: {exc.strerror or exc}.") from None
+    shutil.rmtree(gone, ignore_errors=True)
+    _remove_leftovers(root)
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Folders that a process killed while deleting or creating a run left hidden in the store."""
+    leftovers = list((root / ".trash").iterdir()) + list(root.glob(".new-*"))
+    for path in leftovers:
+        with contextlib.suppress(OSError):
+            if path.parent.name == ".trash" or time.time() - path.stat().st_mtime > LEFTOVER_S:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- #
 # Status
 
 
-def _process_alive(recorded: dict) -> bool:
-    pid = recorded.get("pid")
-    if pid:
-        return pid_alive(pid, recorded.get("proc_start"))
-    since = recorded.get("queued_at") or recorded.get("created") or 0
-    return time.time() - since < LAUNCH_GRACE_S
-
-
 def _status_of(run_dir: Path) -> dict:
-    recorded = read_json(run_dir / "status.json", default=None) or {}
-    result = {
-        "id": run_dir.name, "state": "queued", "pid": None, "epoch": 0, "epochs": None, "step": 0,
-        "steps_per_epoch": None, "created": None, "started": None, "updated": None, "finished": None,
-        "error": None, "eta_seconds": None,
-    }
-    result.update(recorded)
-    result["id"] = run_dir.name
-    if result["state"] in ACTIVE_STATES and not _process_alive(result):
-        result["recorded_state"] = result["state"]
-        result["state"] = "interrupted"
-        result["eta_seconds"] = None
-        result["error"] = result.get("error") or (
-            "The training process ended without finishing (killed, crashed, or the machine restarted); "
-            "resume continues from the last checkpoint."
-        )
-    elif result["state"] == "running" and result.get("eta_seconds") is not None and result.get("updated"):
-        result["eta_seconds"] = max(0.0, result["eta_seconds"] - (time.time() - result["updated"]))
-    return result
+    return read_run_files(run_dir)[1]
 
 
 def status(run_id: str, runs_dir: str | os.PathLike | None = None) -> dict:
@@ -306,10 +335,12 @@ def status(run_id: str, runs_dir: str | os.PathLike | None = None) -> dict:
     eta_seconds, best_val_acc, test_acc, ...
 
     A run recorded as running or queued whose process is gone (or is a
-    zombie, or whose pid now belongs to another process) reads ``interrupted``.
+    zombie, or whose pid now belongs to another process) reads ``interrupted``;
+    one whose files cannot be trusted reads ``damaged``, ``error`` saying why
+    (``runfiles.read_run_files``).
     """
     _reap()
-    return _status_of(_existing_run(run_id, runs_dir))
+    return _status_of(_existing_run(run_id, runs_dir, damaged_too=True))
 
 
 def wait(run_id: str, timeout: float | None = None, runs_dir: str | os.PathLike | None = None, poll: float = 0.2) -> dict:
@@ -336,24 +367,26 @@ def _run_dirs(root: Path) -> list[Path]:
 def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
     """Every run, newest first: id, variant, dataset, recipe, state, epoch, epochs,
     best_val_acc, test_acc (at the best validation epoch), last_test_acc,
-    duration_s (training time), created (datetime), error."""
+    duration_s (training time), created (datetime), error.
+
+    A damaged run (``status``) is listed with state ``damaged``, the reason in
+    ``error`` and whatever of its files could be read; one bad run never keeps
+    the others from being listed."""
     import pandas as pd
 
     _reap()
     rows = []
     now = time.time()
     for run_dir in reversed(_run_dirs(paths.runs_root(runs_dir))):
-        config = read_json(run_dir / "config.json", default=None)
-        if not isinstance(config, dict):
-            continue
-        st = _status_of(run_dir)
+        config, st = read_run_files(run_dir)
+        config = config or {}
         duration = st.get("active_s")
         if st["state"] == "running" and st.get("session_started"):
             duration = (duration or 0.0) + now - st["session_started"]
         rows.append({
             "id": run_dir.name, "variant": config.get("variant"), "dataset": config.get("dataset"),
             "recipe": config.get("recipe"), "state": st["state"], "epoch": st.get("epoch"),
-            "epochs": config.get("epochs"), "best_val_acc": st.get("best_val_acc"), "test_acc": st.get("test_acc"),
+            "epochs": config.get("epochs", st.get("epochs")), "best_val_acc": st.get("best_val_acc"), "test_acc": st.get("test_acc"),
             "last_test_acc": st.get("last_test_acc"), "duration_s": duration,
             "created": datetime.fromtimestamp(st["created"]) if st.get("created") else None, "error": st.get("error"),
         })
@@ -366,26 +399,25 @@ def training_speeds(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame"
     last recorded), a run at the variant's native input size preferred.
 
     Columns: variant, images_per_s, input_size, batch_size, device, run. A
-    variant that no run has trained has no row."""
+    variant that no run has trained has no row; damaged runs are left out."""
     import pandas as pd
 
     from alexnet_core import variants
 
     recorded_runs = []
     for run_dir in _run_dirs(paths.runs_root(runs_dir)):
-        config = read_json(run_dir / "config.json", default=None)
-        recorded = read_json(run_dir / "status.json", default=None)
-        if isinstance(config, dict) and isinstance(recorded, dict):
+        config, recorded = read_run_files(run_dir)
+        if config is not None and recorded["state"] != "damaged":
             recorded_runs.append((recorded.get("created") or 0, run_dir.name, config, recorded))
     found: dict[str, dict] = {}
     for _, name, config, recorded in sorted(recorded_runs, key=lambda r: (r[0], r[1]), reverse=True):  # newest first
         rate = recorded.get("images_per_s")
         try:
-            native = variants.get_spec(config.get("variant")).input_size
+            native = variants.get_spec(config["variant"]).input_size
             size = int(config.get("input_size") or native)
         except (ValueError, TypeError):
-            continue  # a damaged or foreign config
-        if not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+            continue  # a config of a variant not here (a hand edit, another version)
+        if not rate:
             continue
         kept = found.get(config["variant"])
         if kept is None or (kept["input_size"] != native and size == native):
@@ -546,16 +578,13 @@ def evaluate_run(run_id: str, which: str = "best", runs_dir: str | os.PathLike |
 
 def _queue_ahead(run_dir: Path) -> int:
     """How many live queued runs in the same runs folder come before this one."""
-    me = read_json(run_dir / "status.json", default={}) or {}
-    my_key = (me.get("queued_at") or 0.0, run_dir.name)
+    my_key = (_status_of(run_dir).get("queued_at") or 0.0, run_dir.name)
     ahead = 0
     for other in _run_dirs(run_dir.parent):
         if other.name == run_dir.name:
             continue
-        st = read_json(other / "status.json", default=None)
-        if not isinstance(st, dict) or st.get("state") != "queued" or not _process_alive(st):
-            continue
-        if (st.get("queued_at") or 0.0, other.name) < my_key:
+        st = _status_of(other)  # queued and alive, or it reads otherwise
+        if st["state"] == "queued" and (st.get("queued_at") or 0.0, other.name) < my_key:
             ahead += 1
     return ahead
 

@@ -51,9 +51,12 @@ from alexnet_core.device import resolve_device, seed_everything, torch_threads
 from alexnet_core.evaluation import autocast, evaluate
 from alexnet_core.runfiles import (
     MetricsWriter,
+    check_status,
+    disk_full_reason,
     prediction_path,
     process_start_time,
     read_json,
+    remove_stale_temps,
     stop_signals,
     update_status,
 )
@@ -444,12 +447,13 @@ class _Trainer:
 
     def run(self) -> dict:
         session_start = time.time()
-        prior = read_json(self.run_dir / "status.json", default={}) or {}
+        prior, _ = check_status(read_json(self.run_dir / "status.json", default=None))
         active_before = float(prior.get("active_s") or 0.0)
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
         self.last_checkpoint_time = time.perf_counter()
         state, error = "failed", None
         try:
+            remove_stale_temps(self.run_dir)  # left by a process killed mid-write; a live writer's are kept
             self.status(
                 state="running", pid=os.getpid(), proc_start=process_start_time(os.getpid()),
                 started=prior.get("started") or session_start, finished=None, error=None,
@@ -488,7 +492,7 @@ class _Trainer:
             error = f"{exc.strerror}.{kept}"
         except OSError as exc:  # predictions or metrics could not be written
             kept = f" The last checkpoint ({good}) is intact." if (good := self.last_good()) else ""
-            error = f"Could not write to the run folder: {exc}.{kept}"
+            error = f"Could not write to the run folder: {disk_full_reason(exc, self.run_dir) or exc}.{kept}"
         except (ConfigError, CheckpointError) as exc:
             error = str(exc)
         except BaseException as exc:
