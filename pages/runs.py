@@ -104,6 +104,10 @@ def files_ui(ids: list[str]) -> None:
     except Exception as exc:
         error_ui(f"Run {run_id} cannot be read.", exc)
         return
+    if status.get("state") == "damaged":  # nothing in it can be trusted: only deleting it is offered
+        error_ui(status.get("error") or "This run is damaged.")
+        delete_ui(run_id, active=False)
+        return
     # Every file is read when its button is clicked, not on each rerun.
     c1, c2, c3, c4 = st.columns(4)
     c1.download_button("config.json", icon=":material/download:", data=file_reader(folder / "config.json"),
@@ -123,7 +127,11 @@ def files_ui(ids: list[str]) -> None:
     else:
         c4.caption("No best.pt yet: it is written after the first epoch.")
 
-    active = status.get("state") in ACTIVE_STATES
+    delete_ui(run_id, active=status.get("state") in ACTIVE_STATES)
+
+
+def delete_ui(run_id: str, *, active: bool) -> None:
+    """Delete, after a confirmation; not while the run trains."""
     if st.session_state.get("confirm_delete") != run_id:
         st.button("Delete this run…", icon=":material/delete:", key="ask_delete", disabled=active,
                   help="Stop the run first." if active else "Deletes the run's folder: weights, metrics and predictions.",
@@ -152,9 +160,13 @@ if len(shown) <= TABLE_ROWS:
     table_ui(shown, right=("epochs", "best val.", "test", "duration"))
 else:
     st.dataframe(shown, hide_index=True, width="stretch")
+if "error" in frame:
+    for run_id, reason in zip(frame["id"][frame["state"] == "damaged"], frame["error"][frame["state"] == "damaged"]):
+        st.warning(f"**{md(run_id)}**: {md(reason or 'damaged')}", icon=":material/broken_image:")
 
 st.subheader("Compare curves")
-compare_ui(ids)
+states = dict(zip(frame["id"], frame["state"]))
+compare_ui([rid for rid in ids if states.get(rid) != "damaged"])  # a damaged run's metrics cannot be trusted
 
 # Drawn only while open: the buttons stay out of the page's first load.
 files = st.expander("Download or delete a run", icon=":material/folder_open:", key="run_files", on_change="rerun")

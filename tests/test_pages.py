@@ -563,3 +563,30 @@ def test_a_long_run_keeps_a_bounded_number_of_steps_for_its_chart(ui_lab, finish
         assert [r for r in metrics.rows if r.get("type") == "epoch"] == epochs
     finally:
         shutil.rmtree(runs.run_path(copy), ignore_errors=True)
+
+
+def test_a_damaged_run_is_shown_with_its_reason_and_can_be_deleted(ui_lab, finished_run):
+    """One bad status.json (a pid as text) broke every page: that run alone reads
+    damaged, with a sentence, and the Runs page deletes it."""
+    name = "damaged-copy"
+    shutil.copytree(runs.run_path(finished_run), runs.run_path(finished_run).parent / name)
+    status = runs.run_path(name) / "status.json"
+    status.write_text(status.read_text().replace(f'"pid": {runs.status(finished_run)["pid"]}', '"pid": "1234"'))
+    try:
+        for page in ("runs", "predictions", "model"):
+            no_errors(open_page(page))
+        at = open_page("runs")
+        assert not at.exception
+        assert any("damaged" in w.value and "pid" in w.value for w in at.warning), [w.value for w in at.warning]
+        assert f"<td>{finished_run}</td>" in at.html[0].value  # the other runs are unaffected
+        open_files(at)
+        at.selectbox(key="files_run").set_value(name).run()
+        assert any("damaged" in e.value for e in at.error)
+        assert not at.get("download_button")
+        at.button(key="ask_delete").click().run()
+        at.button(key="yes_delete").click().run()
+        assert not runs.run_path(name).exists()
+        at = open_page("train", run=name)
+        assert not at.exception
+    finally:
+        shutil.rmtree(runs.run_path(name), ignore_errors=True)

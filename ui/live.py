@@ -42,6 +42,7 @@ STATE_ICONS = {
     "failed": ":material/cancel:",
     "stopped": ":material/stop_circle:",
     "interrupted": ":material/warning:",
+    "damaged": ":material/broken_image:",
 }
 
 
@@ -212,6 +213,8 @@ def _status_view(run_id: str, active: bool, scale: int) -> None:
         )
     if state == "failed":
         error_ui(f"The run failed. {status.get('error') or 'The log below may say why.'}")
+    elif state == "damaged":
+        error_ui(f"{status.get('error') or 'This run is damaged.'} The Runs page can delete it.")
     elif state == "interrupted":
         st.warning("The training process stopped unexpectedly (the computer slept or the process was killed). "
                    "Resume continues from the last checkpoint.", icon=":material/warning:")
