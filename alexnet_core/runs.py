@@ -99,10 +99,6 @@ RUN_COLUMNS = [
     "last_test_acc", "duration_s", "created", "error",
 ]
 
-# Children this process launched; polled so that finished ones do not linger as zombies.
-_children: list[subprocess.Popen] = []
-_children_lock = threading.Lock()
-
 
 class RunError(ValueError):
     """A run operation that cannot be done (unknown or invalid id, still running, ...)."""
@@ -219,7 +215,6 @@ def launch(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> st
 
 
 def _spawn(run_dir: Path, *, resume: bool) -> None:
-    _reap()
     cmd = [sys.executable, "-m", "alexnet_core", "train", "--run-dir", str(run_dir)]
     if resume:
         cmd.append("--resume")
@@ -241,14 +236,9 @@ def _spawn(run_dir: Path, *, resume: bool) -> None:
     except OSError as exc:
         update_status(run_dir, state="failed", error=f"Could not start the training process: {exc}", finished=time.time())
         raise RunError(f"Could not start the training process: {exc}") from exc
-    with _children_lock:
-        _children.append(process)
+    # Reaped as soon as it exits, so a finished run leaves no zombie under the server.
+    threading.Thread(target=process.wait, name=f"reap {run_dir.name}", daemon=True).start()
     update_status(run_dir, pid=process.pid, proc_start=process_start_time(process.pid))
-
-
-def _reap() -> None:
-    with _children_lock:
-        _children[:] = [p for p in _children if p.poll() is None]
 
 
 def stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
@@ -339,7 +329,6 @@ def status(run_id: str, runs_dir: str | os.PathLike | None = None) -> dict:
     one whose files cannot be trusted reads ``damaged``, ``error`` saying why
     (``runfiles.read_run_files``).
     """
-    _reap()
     return _status_of(_existing_run(run_id, runs_dir, damaged_too=True))
 
 
@@ -374,7 +363,6 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
     the others from being listed."""
     import pandas as pd
 
-    _reap()
     rows = []
     now = time.time()
     for run_dir in reversed(_run_dirs(paths.runs_root(runs_dir))):

@@ -270,3 +270,25 @@ def test_training_speeds_take_each_variants_newest_run_at_its_native_size(runs_d
     assert {newest_small, never_trained, cifar_old}.isdisjoint(speeds["run"])
     (runs.run_path(speeds.loc["mnist", "run"], runs_dir) / "status.json").unlink()
     assert runs.training_speeds(runs_dir).set_index("variant").loc["mnist", "run"] == newest_small  # the next best
+
+
+def test_a_finished_training_process_is_reaped_at_once(tmp_path):
+    """A finished run's process lingered as a zombie (<defunct>) under the server until
+    the next launch reaped it."""
+    from alexnet_core.config import get_recipe
+
+    runs_dir = tmp_path / "runs"
+    run_id = runs.launch(get_recipe("quick").make_config(epochs=1), runs_dir)
+    pid = runs.wait(run_id, timeout=240, runs_dir=runs_dir)["pid"]
+
+    def state() -> str | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return None  # reaped: gone from the process table
+        return fields[0]
+
+    deadline = time.monotonic() + 30
+    while state() is not None and time.monotonic() < deadline:  # the exiting process, then its reaper
+        time.sleep(0.05)
+    assert state() is None, f"pid {pid} is still in the process table as {state()!r} (Z: a zombie)"
