@@ -71,6 +71,9 @@ def test_journey_home_model_train_predictions_runs(server, page):
     expect = playwright_api.expect
     expect.set_options(timeout=60_000)
     pg = page
+    # Offline means offline: a classroom may have no internet, so no request leaves the server.
+    elsewhere = []
+    pg.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else elsewhere.append(r.url))
 
     pg.goto(server)
     settle(pg)
@@ -153,6 +156,7 @@ def test_journey_home_model_train_predictions_runs(server, page):
     assert epochs_csv[0].split(",")[0] == "epoch" and len(epochs_csv) == 2, epochs_csv  # a header, one epoch
     no_exception(pg)
     shot(pg, "06-runs")
+    assert elsewhere == [], elsewhere
 
 
 def test_markdown_in_a_link_shows_as_typed_never_as_a_link_or_an_image(server, page):
@@ -208,6 +212,27 @@ def test_a_garbage_dataset_cache_does_not_stop_the_server(tmp_path, page):
             no_exception(pg)
         finally:
             context.close()
+
+
+def test_the_input_size_follows_a_change_of_variant(server, page):
+    """On /model, mnist -> paper left 28 in the size box (in red) while the tables used 227."""
+    expect = playwright_api.expect
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        pg.goto(f"{server}/model?variant=mnist")
+        settle(pg)
+        sidebar = pg.locator("[data-testid=stSidebar]")
+        expect(sidebar.get_by_test_id("stNumberInputField")).to_have_value("28")
+        sidebar.locator("[data-testid=stSelectbox]").first.click()
+        pg.get_by_role("option", name="paper", exact=True).click()
+        expect(pg.get_by_role("heading", name="AlexNet 2012 (paper)")).to_be_visible()
+        expect(sidebar.get_by_test_id("stNumberInputField")).to_have_value("227")
+        settle(pg)
+        no_exception(pg)
+    finally:
+        context.close()
 
 
 def test_a_deep_link_opened_first_after_a_start_gets_the_frame(tmp_path, page):

@@ -99,8 +99,9 @@ def _check_link() -> None:
 
 
 def _on_variant_change() -> None:
-    # Forget the size: the widget starts again at the new variant's native size.
-    st.session_state.pop("size", None)
+    # The new variant's native size, set, not forgotten: a forgotten value came back from
+    # the browser (28 stayed in the box, in red, after mnist -> paper).
+    st.session_state["size"] = variants.get_spec(st.session_state["variant"]).input_size
 
 
 def sidebar_ui() -> Selection:

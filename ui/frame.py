@@ -10,7 +10,7 @@ import streamlit as st
 
 from ui import choice
 
-st.set_page_config(page_title="AlexNet Lab", page_icon=":material/neurology:", layout="wide")
+st.set_page_config(page_title="AlexNet Lab", page_icon="🧠", layout="wide")
 
 page = st.navigation([
     st.Page(choice.HOME, title="Home", icon=":material/home:", default=True),
