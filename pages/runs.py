@@ -141,7 +141,7 @@ def delete_ui(run_id: str, *, active: bool) -> None:
         return
     st.warning(f"Delete run **{md(run_id)}** with its weights, metrics and predictions? This cannot be undone.",
                icon=":material/warning:")
-    y, n, _ = st.columns([1, 1, 4])
+    y, n, _ = st.columns([2, 1, 2])  # "Yes, delete it" was cut short at 1280 pixels
     y.button("Yes, delete it", type="primary", key="yes_delete", on_click=delete, args=(run_id,), width="stretch")
     n.button("Cancel", key="no_delete", on_click=lambda: st.session_state.pop("confirm_delete", None), width="stretch")
 

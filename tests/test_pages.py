@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -590,3 +591,29 @@ def test_a_damaged_run_is_shown_with_its_reason_and_can_be_deleted(ui_lab, finis
         assert not at.exception
     finally:
         shutil.rmtree(runs.run_path(name), ignore_errors=True)
+
+
+def test_a_queued_run_says_what_it_waits_for_and_can_be_cancelled(ui_lab):
+    from alexnet_core.config import TrainConfig
+
+    long = TrainConfig(variant="mnist", dataset="digits", input_size=28, epochs=200, batch_size=32)
+    first = runs.launch(long)
+    second = runs.launch(long.replace(seed=1))
+    try:
+        deadline = time.monotonic() + 120
+        while runs.status(first)["state"] != "running":  # a file's state, not the page's
+            assert time.monotonic() < deadline, runs.status(first)
+            time.sleep(0.2)
+        assert runs.status(second)["state"] == "queued"
+        at = open_page("train", run=second)
+        no_errors(at)
+        [line] = at.get("progress")
+        assert line.proto.text.startswith(f"waiting for run {first}: epoch "), line.proto.text
+        at.button(key=f"cancel:{second}").click().run()
+        no_errors(at)
+        assert runs.status(second)["state"] == "stopped"
+        assert f"Run `{second}` is **stopped**" in texts(at)
+    finally:
+        for run_id in (second, first):
+            runs.stop(run_id)
+        runs.wait(first, timeout=120)

@@ -199,6 +199,8 @@ def _status_view(run_id: str, active: bool, scale: int) -> None:
     if active != (state in ACTIVE_STATES) or (active and refresh_scale(viewers) != scale):
         st.rerun()  # start, stop or re-pace the refreshing: the fragments' timers are set by a full run
     fraction, text = progress_text(status)
+    if state == "queued":
+        text = waiting_text(run_id)
     head, controls = st.columns([5, 2])  # wide enough for "See its predictions" at 1280 pixels
     with head:
         st.markdown(f"#### {STATE_ICONS.get(state, '')} Run `{run_id}` is **{state}**")
@@ -226,8 +228,29 @@ def _status_view(run_id: str, active: bool, scale: int) -> None:
         )
 
 
+def waiting_text(run_id: str) -> str:
+    """What a queued run waits for: the runs training now, with their progress."""
+    try:
+        frame = runs.list_runs()
+        ahead = [(rid, runs.status(rid)) for rid, state in zip(frame["id"], frame["state"]) if state == "running"]
+    except Exception:  # an unreadable store: the plain state says enough
+        return "queued"
+    if not ahead:
+        return "queued: it starts as soon as a training slot is free"
+    return "waiting for " + "; ".join(f"run {rid}: {progress_text(status)[1]}" for rid, status in ahead)
+
+
 def _controls_ui(run_id: str, state: str) -> None:
-    if state in ACTIVE_STATES:
+    if state == "queued":
+        if st.button("Cancel", icon=":material/cancel:", key=f"cancel:{run_id}", width="stretch",
+                     help="Takes the run out of the queue before it starts."):
+            try:
+                runs.stop(run_id)
+            except Exception as exc:
+                error_ui("The run could not be cancelled.", exc)
+            else:
+                st.rerun()
+    elif state in ACTIVE_STATES:
         if st.button("Stop", icon=":material/stop:", key=f"stop:{run_id}", width="stretch",
                      help="Stops after the current step and saves a checkpoint."):
             try:
