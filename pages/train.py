@@ -45,19 +45,35 @@ def settings_grid_ui(section: str, base: TrainConfig, prefix: str, drawn: dict) 
             drawn[setting.name] = widget_ui(col, setting, base, prefix + setting.name, drawn)
 
 
+RECIPES_CHOICE, SIDEBARS_CHOICE = "recipe", "sidebar"
+
+
+def describe(whose: str, chosen: tuple[str, str, int]) -> str:
+    variant, dataset, size = chosen
+    return f"the {whose}'s: {variant} on {dataset} at {size}x{size}"
+
+
+def trained_choice(recipe: Recipe) -> tuple[str, str, int]:
+    """(variant, dataset, input size) the form trains: the recipe's unless the visitor
+    chose the sidebar's."""
+    state = st.session_state
+    if state.get(f"{recipe.name}:what", RECIPES_CHOICE) == RECIPES_CHOICE:
+        return recipe.config.variant, recipe.config.dataset, recipe.config.resolved_input_size
+    variant = state.get("variant", choice.defaults()[0])
+    return variant, state.get("dataset", choice.defaults()[1]), int(state.get("size", variants.get_spec(variant).input_size))
+
+
 def config_from_state(recipe_name: str) -> TrainConfig:
-    """The TrainConfig the sidebar and the form hold now, read from session state, so
-    the Launch callback sees the values sent with the click, not the last drawn ones."""
+    """The TrainConfig the form holds now, read from session state, so the Launch
+    callback sees the values sent with the click, not the last drawn ones."""
     recipe, state = get_recipe(recipe_name), st.session_state
     prefix = f"{recipe_name}:"
-    variant = state.get("variant", choice.defaults()[0])
-    dataset = state.get("dataset", choice.defaults()[1])
+    variant, dataset, size = trained_choice(recipe)
     values = {s.name: s.kind(state.get(prefix + s.name, getattr(recipe.config, s.name)))
               for s in SETTINGS if s.section}
     options = {"groups": 2} if state.get(prefix + "groups") and "groups" in variants.get_spec(variant).options else {}
     return recipe.make_config(
-        variant=variant, dataset=dataset,
-        input_size=int(state.get("size", variants.get_spec(variant).input_size)),
+        variant=variant, dataset=dataset, input_size=size,
         folder=(state.get("folder") or "").strip() or None if dataset == "folder" else None,
         variant_options=options, **values,
     )
@@ -166,20 +182,20 @@ def settings_ui(sel: choice.Selection, busy: bool) -> None:
     with left:
         recipe_name = st.selectbox(
             "Recipe", list_recipes(), key="recipe", format_func=lambda name: get_recipe(name).title,
-            on_change=lambda: choice.apply_recipe_to_sidebar(st.session_state["recipe"]),
             help="A preset that reproduces a reference setup; it fills in the settings below.",
         )
         recipe = get_recipe(recipe_name)
         st.caption(recipe.description)
     with right:
-        st.markdown(f"Trains **{sel.variant}** on **{sel.dataset}** at **{sel.input_size}x{sel.input_size}** "
-                    "(the sidebar's choice).")
         base = recipe.config
-        if (base.variant, base.dataset, base.resolved_input_size) != (sel.variant, sel.dataset, sel.input_size):
-            st.markdown(f"The recipe uses **{base.variant}** on **{base.dataset}** at "
-                        f"**{base.resolved_input_size}x{base.resolved_input_size}**.")
-            st.button("Use the recipe's choice",  # short: the column is narrow on a 1280-pixel projector
-                      on_click=choice.apply_recipe_to_sidebar, args=(recipe_name,), key="use_recipe_choice")
+        ours = (base.variant, base.dataset, base.resolved_input_size)
+        theirs = (sel.variant, sel.dataset, sel.input_size)
+        if ours != theirs:
+            # What a launch trains is always on the page: the recipe's by default, the sidebar's on request.
+            st.radio("Train", [RECIPES_CHOICE, SIDEBARS_CHOICE], key=f"{recipe_name}:what",
+                     format_func=lambda what: describe(what, ours if what == RECIPES_CHOICE else theirs))
+        variant, dataset, size = trained_choice(recipe)
+        st.markdown(f"Trains **{variant}** on **{dataset}** at **{size}x{size}**.")
     config = form_ui(recipe, sel)
     can_launch = estimate_ui(config, busy=busy)
     st.button("Launch training", icon=":material/rocket_launch:", type="primary", disabled=not can_launch,

@@ -206,13 +206,13 @@ def wait_for_chart(pg, title: str, trace: str, predicate_js: str, arg=None, time
 
 def run_pids(runs_dir: Path) -> dict[str, int]:
     """{run id: pid} of every run folder whose status.json names a live process."""
-    from alexnet_core import runs
+    from alexnet_core import runfiles
 
     found = {}
     for status_path in sorted(Path(runs_dir).glob("*/status.json")):
-        st = runs.read_json(status_path, default=None) or {}
+        st = runfiles.read_json(status_path, default=None) or {}
         pid = st.get("pid")
-        if pid and runs.pid_alive(pid, st.get("proc_start")):
+        if pid and runfiles.pid_alive(pid, st.get("proc_start")):
             found[status_path.parent.name] = int(pid)
     return found
 

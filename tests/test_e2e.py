@@ -92,8 +92,7 @@ def test_journey_home_model_train_predictions_runs(server, page):
 
     nav(pg, "Train")
     expect(pg.get_by_role("heading", name="Train", exact=True)).to_be_visible()
-    pg.get_by_role("button", name="Use the recipe's").click()  # the quick demo: digits, small
-    expect(pg.get_by_text(f"at {QUICK_SIZE}x{QUICK_SIZE}")).to_be_visible()
+    expect(pg.get_by_text(f"Trains mnist on digits at {QUICK_SIZE}x{QUICK_SIZE}.")).to_be_visible()  # the recipe's own
     epochs = pg.get_by_label("Epochs", exact=True)
     epochs.fill("1")
     epochs.press("Enter")

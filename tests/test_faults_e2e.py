@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnet_core import runs
+from alexnet_core import runfiles, runs
 from tests.browser import (
     CHROMIUM, DRAWN_CHART, PROGRESS, QUICK_SIZE, VIEWPORT, Server, chart_xs, error_texts, kill_runs, lab_env, launch_chromium,
     settle, shot, wait_for_chart, wait_until,
@@ -88,8 +88,7 @@ def open_train(pg, url: str) -> None:
 
 def fill_quick_demo(pg, epochs: int):
     """The quick recipe (the mnist variant on small digits) with ``epochs``; returns the Launch button."""
-    pg.get_by_role("button", name="Use the recipe's").click()
-    expect(pg.get_by_text(f"Trains mnist on digits at {QUICK_SIZE}x{QUICK_SIZE}")).to_be_visible()
+    expect(pg.get_by_text(f"Trains mnist on digits at {QUICK_SIZE}x{QUICK_SIZE}.")).to_be_visible()  # the recipe's own
     field = pg.get_by_label("Epochs", exact=True)
     field.fill(str(epochs))
     field.press("Enter")
@@ -171,7 +170,7 @@ def test_server_restart_while_a_run_trains_reattaches_with_full_history(lab, ser
     before = len(step_events(run_id, runs_dir))
     how = server.stop(timeout=10)
     print(f"server stopped by {how}; {before} step events so far")
-    assert runs.pid_alive(pid), "the training process died with the server"
+    assert runfiles.pid_alive(pid), "the training process died with the server"
     wait_until(lambda: len(step_events(run_id, runs_dir)) > before + 2, timeout=120,
                what="new step events while no server runs")
     st = runs.status(run_id, runs_dir)

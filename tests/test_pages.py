@@ -190,8 +190,9 @@ def test_train_times_an_epoch_and_another_session_shows_it_at_once(ui_lab):
 def test_train_launches_a_run_that_finishes(ui_lab):
     at = open_page("train")
     no_errors(at)
-    at.button(key="use_recipe_choice").click().run()  # the quick recipe's small digits
-    assert at.sidebar.number_input(key="size").value == get_recipe("quick").config.input_size
+    quick = get_recipe("quick").config
+    assert at.radio(key="quick:what").value == "recipe"  # the recipe's own choice unless asked otherwise
+    assert f"Trains **mnist** on **digits** at **{quick.input_size}x{quick.input_size}**." in texts(at)
     at.number_input(key="quick:epochs").set_value(1).run()
     before = set(runs.list_runs()["id"])
     at.button(key="launch").click().run()
@@ -207,6 +208,7 @@ def test_train_launches_a_run_that_finishes(ui_lab):
     assert "test accuracy" in texts(at)
     assert chart_titles(at) == ["Loss", "Accuracy per epoch"]
     assert runs.read_config(run_id).epochs == 1
+    assert runs.read_config(run_id).input_size == quick.input_size  # the recipe's 12, not the sidebar's 28
     # the status line: full, with the run's last step
     [line] = at.get("progress")
     assert line.proto.value == 100 and line.proto.text.startswith("epoch 1 of 1 · step ")
@@ -527,6 +529,7 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_with_a_sentence(ui_lab):
     from ui import cached
 
     at = open_page("train", variant="paper", size="227")
+    at.radio(key="quick:what").set_value("sidebar").run()
     at.number_input(key="quick:batch_size").set_value(4096).run()
     config = get_recipe("quick").make_config(variant="paper", dataset="digits", input_size=227, batch_size=4096)
     free = available_memory_mb()
@@ -617,3 +620,12 @@ def test_a_queued_run_says_what_it_waits_for_and_can_be_cancelled(ui_lab):
         for run_id in (second, first):
             runs.stop(run_id)
         runs.wait(first, timeout=120)
+
+
+def test_the_form_trains_the_sidebars_choice_when_asked(ui_lab):
+    at = open_page("train", variant="cifar")
+    no_errors(at)
+    assert "Trains **mnist** on **digits** at **12x12**." in texts(at)  # the quick recipe's
+    at.radio(key="quick:what").set_value("sidebar").run()
+    no_errors(at)
+    assert "Trains **cifar** on **digits** at **32x32**." in texts(at)
