@@ -322,7 +322,7 @@ def load_dataset(
         path = _resolve_folder(folder, data_root)
         identity = _stamp([str(path), size])
         return _cached(
-            name, identity, lambda: _stamp(imagefiles.listing(path)), data_root, cache,
+            name, identity, lambda: _stamp(imagefiles.listing(path, data_root)), data_root, cache,
             lambda: _make("folder", *imagefiles.read_folder(path, data_root, size)),
         )
 
@@ -607,21 +607,29 @@ def _resolve_folder(folder: str | os.PathLike | None, data_root: Path) -> Path:
         raise ValueError(
             f"The 'folder' dataset needs folder=...: an image folder inside the data root {data_root}."
         )
+    problem = paths.name_problem(folder)
+    if problem:
+        raise ValueError(f"The image folder name {paths.shorten(folder)!r} cannot be used: {problem}. "
+                         f"Choose a folder inside the data root {data_root}.")
     given = Path(folder).expanduser()
     path = given if given.is_absolute() else data_root / given
-    if not paths.is_within(path, data_root):
-        real = path.resolve()
-        link = f" (it is a link to {real})" if real != Path(os.path.abspath(path)) else ""
+    try:
+        inside, real, is_dir = paths.is_within(path, data_root), path.resolve(), path.is_dir()
+    except (OSError, RuntimeError) as e:  # a link loop: RuntimeError from resolve() before Python 3.13
+        raise DatasetUnavailable(
+            f"The image folder {paths.display(path)} cannot be opened ({paths.display(str(e))}). "
+            f"If it is a link, point it at a real folder inside {data_root}."
+        ) from None
+    if not inside:
+        link = f" (it is a link to {paths.display(real)})" if real != Path(os.path.abspath(path)) else ""
         raise ValueError(
-            f"The image folder {path}{link} is outside the data root {data_root}. "
+            f"The image folder {paths.display(path)}{link} is outside the data root {data_root}. "
             f"Copy it inside {data_root}, or set ALEXNET_LAB_DATA to a folder that contains it."
         )
-    if not path.is_dir():
+    if not is_dir:
         raise DatasetUnavailable(
-            f"The image folder {path} does not exist. Make it inside {data_root} with one subfolder "
-            f"per class, e.g. {path / 'cats' / '001.jpg'} and {path / 'dogs' / '001.jpg'} "
-            "(optionally under train/ and test/)."
+            f"The image folder {paths.display(path)} does not exist. Make it inside {data_root} with one "
+            f"subfolder per class, e.g. {paths.display(path / 'cats' / '001.jpg')} and "
+            f"{paths.display(path / 'dogs' / '001.jpg')} (optionally under train/ and test/)."
         )
-    return path.resolve()
-
-
+    return real

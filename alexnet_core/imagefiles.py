@@ -6,15 +6,20 @@
     read_flowers102(data_root, download, size), read_folder(path, data_root, size)
         -> (classes, train_x, train_y, test_x, test_y[, source]): uint8 (N, C, H, W), int64 labels
     decode_image(path, size, root) -> uint8 (size, size, 3): the centred square, resized
-    listing(top) -> [(relative path, size, mtime_ns)]: what a cache stamp is made of
+    listing(top, root=None) -> [(relative path, size, mtime_ns)]: what a cache stamp is made of
+    MAX_PIXELS, MAX_LISTING_ENTRIES, MAX_FOLDER_IMAGES: the bounds on one image and one folder
 
-Bad files raise ValueError naming the file and what to do.
+Bad files raise ValueError naming the file and what to do. A folder walk
+follows a link only inside ``root`` and into a folder it has not seen (a link
+loop is walked once), opens only regular files (never a FIFO), and stops with
+a sentence past MAX_LISTING_ENTRIES.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +35,13 @@ FOLDER_SPLIT_SEED = 0
 # torchvision.datasets.folder.IMG_EXTENSIONS, repeated here so that a cache
 # hit does not pay for importing torchvision.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# One limit for a folder's images and an upload, checked from the header before
+# decoding. Pillow's own threshold (Image.MAX_IMAGE_PIXELS), so Pillow never warns
+# below it: about 9,460 x 9,460, 268 MB as RGB.
+MAX_PIXELS = 89_478_485
+# Bounds on one folder walk: entries seen (files and folders, images or not) and images kept.
+MAX_LISTING_ENTRIES = 1_000_000
+MAX_FOLDER_IMAGES = 200_000
 
 def _is_hidden(name: str) -> bool:
     # .ipynb_checkpoints, .DS_Store, macOS "._x.jpg" forks, __MACOSX in zips
@@ -40,21 +52,73 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not _is_hidden(name)
 
 
-def listing(top: Path) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime_ns) of every file under ``top``, links followed."""
-    rows = []
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        for fname in sorted(filenames):
-            if _is_hidden(fname):
-                continue
-            full = os.path.join(dirpath, fname)
+def listing(top: Path, root: Path | None = None) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime_ns) of every regular file under ``top`` (see :func:`walk`)."""
+    files, _ = walk(top, root)
+    return [(rel, st.st_size, st.st_mtime_ns) for rel, st in files]
+
+
+def walk(top: Path, root: Path | None = None) -> tuple[list[tuple[str, os.stat_result]], list[str]]:
+    """The regular, non-hidden files under ``top`` as (relative path, stat), and its folders.
+
+    Sorted as torchvision's ImageFolder sorts (by folder, then name). A link to a
+    folder is followed once: one back into a folder already walked is skipped.
+    ``root``: a link whose target lies outside it raises ValueError. FIFOs,
+    sockets, devices and broken links are skipped; more than MAX_LISTING_ENTRIES
+    entries raises ValueError.
+    """
+    top_st = os.stat(top)
+    seen = {(top_st.st_dev, top_st.st_ino)}
+    files, folders, pending, entries = [], [], [""], 0
+    while pending:
+        rel_dir = pending.pop()
+        try:
+            with os.scandir(os.path.join(top, rel_dir)) as it:
+                found = []
+                for entry in it:
+                    entries += 1
+                    if entries > MAX_LISTING_ENTRIES:
+                        raise ValueError(
+                            f"The folder {paths.display(top)} holds more than {MAX_LISTING_ENTRIES:,} files and "
+                            "folders (counting what its links lead to). Choose a smaller folder."
+                        )
+                    if not _is_hidden(entry.name):
+                        found.append(entry)
+        except (NotADirectoryError, PermissionError, FileNotFoundError):
+            continue
+        subdirs = []
+        for entry in sorted(found, key=lambda e: e.name):
+            rel = os.path.join(rel_dir, entry.name)
             try:
-                st = os.stat(full)
+                st = os.stat(entry.path)  # follows links; a link loop raises ELOOP
             except OSError:
                 continue
-            rows.append((os.path.relpath(full, top), st.st_size, st.st_mtime_ns))
-    return rows
+            if root is not None and entry.is_symlink() and not paths.is_within(entry.path, root):
+                raise ValueError(outside_root(entry.path, root))
+            if stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                folders.append(rel)
+                subdirs.append(rel)
+            elif stat.S_ISREG(st.st_mode):
+                files.append((rel, st))
+        pending.extend(reversed(subdirs))
+    files.sort(key=lambda row: (os.path.dirname(row[0]), os.path.basename(row[0])))
+    return files, folders
+
+
+def outside_root(path: str | os.PathLike, root: Path) -> str:
+    """The sentence for a link out of the data root."""
+    return (
+        f"{paths.display(path)} is a link to {paths.display(Path(path).resolve())}, outside the data root "
+        f"{paths.display(root)}. Copy the file or folder itself into the folder."
+    )
+
+
+def pixel_limit_problem(width: int, height: int, limit: int = MAX_PIXELS) -> str | None:
+    """Why an image of ``width`` x ``height`` is refused, or None within ``limit``."""
+    if width * height <= limit:
+        return None
+    return f"{width:,} x {height:,} = {width * height:,} pixels, above the limit of {limit:,} pixels for one image"
 
 
 def read_mnist_like(cls_name: str, data_root: Path, download: bool):
@@ -133,22 +197,40 @@ def decode_image(path: str | os.PathLike, size: int, root: Path | None) -> np.nd
     from PIL import Image, ImageOps
 
     if root is not None and not paths.is_within(path, root):
-        raise ValueError(
-            f"The image {path} is a link to {Path(path).resolve()}, outside the data root {root}. "
-            "Copy the file itself into the folder."
-        )
+        raise ValueError(f"The image {outside_root(path, root)}")
+    shown = paths.display(path)
     try:
-        with Image.open(path) as img:
-            # JPEG only: decode at 1/2, 1/4 or 1/8 scale while staying >= size
-            img.draft("RGB", (size, size))
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-            img = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
-            return np.array(img, dtype=np.uint8)  # writable: torch.from_numpy warns on read-only
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        # O_NONBLOCK: a FIFO named *.png would block a plain open() until a writer came
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise _Refused(f"{shown} is not a regular file (a pipe or a device?). Remove it from the folder.")
+            with Image.open(f) as img:
+                problem = pixel_limit_problem(img.width, img.height)  # from the header: nothing decoded yet
+                if problem:
+                    raise _Refused(f"The image {shown} is too large: {problem}. Resize it or remove it "
+                                   "from the folder, and load again.")
+                # JPEG only: decode at 1/2, 1/4 or 1/8 scale while staying >= size
+                img.draft("RGB", (size, size))
+                img = ImageOps.exif_transpose(img)
+                img = _to_rgb(img)
+                img = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
+                return np.array(img, dtype=np.uint8)  # writable: torch.from_numpy warns on read-only
+    except _Refused:
+        raise
+    except Image.DecompressionBombError as e:
         raise ValueError(
-            f"Could not read the image file {path}: {e}. Delete or replace that file and load again."
+            f"The image {shown} is too large ({e}), above the limit of {MAX_PIXELS:,} pixels for one image. "
+            "Resize it or remove it from the folder, and load again."
+        ) from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ValueError(
+            f"Could not read the image file {shown}: {paths.display(str(e))}. Delete or replace that file "
+            "and load again."
         ) from e
+
+
+class _Refused(ValueError):
+    """A file refused by a check of ours, not by Pillow."""
 
 
 def _to_rgb(img):
@@ -172,62 +254,49 @@ def _to_rgb(img):
 # ----------------------------------------------------------- image folders
 
 
-@functools.cache
-def _image_folder_class():
-    from torchvision.datasets import ImageFolder
-
-    class _ImageFolder(ImageFolder):
-        """ImageFolder that skips hidden class folders (.ipynb_checkpoints, __MACOSX)."""
-
-        def find_classes(self, directory):
-            classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not _is_hidden(e.name))
-            return classes, {c: i for i, c in enumerate(classes)}
-
-    return _ImageFolder
-
-
-def _open_image_folder(path: Path):
-    """torchvision's ImageFolder over ``path``, after the checks it would do less clearly."""
-    subdirs = sorted(e.name for e in os.scandir(path) if e.is_dir() and not _is_hidden(e.name))
-    if not subdirs:
-        loose = sum(1 for e in os.scandir(path) if e.is_file() and _is_image_name(e.name))
+def _folder_samples(path: Path, data_root: Path, *, role: str) -> tuple[list[str], list[str], list[int]]:
+    """(class names, image paths, labels) of ``path``'s class subfolders, as torchvision's
+    ImageFolder would list them, with the walk's bounds; class names made displayable."""
+    files, folders = walk(path, data_root)
+    classes = sorted(f for f in folders if os.sep not in f)
+    shown = paths.display(path)
+    if not classes:
+        loose = sum(1 for rel, _ in files if os.sep not in rel and _is_image_name(rel))
         found = f" It holds {loose} images directly; move them into class subfolders." if loose else ""
         raise ValueError(
-            f"The image folder {path} has no class subfolders: put each class's images in its own "
-            f"subfolder, e.g. {path / 'cats'} and {path / 'dogs'}.{found}"
+            f"The image folder {shown} has no class subfolders: put each class's images in its own "
+            f"subfolder, e.g. {paths.display(path / 'cats')} and {paths.display(path / 'dogs')}.{found}"
         )
-
-    def is_valid_file(p: str) -> bool:
-        rel = Path(os.path.relpath(p, path))
-        return _is_image_name(rel.name) and not any(_is_hidden(part) for part in rel.parts)
-
-    # allow_empty: torchvision would raise on the first empty class folder with a
-    # generic message; we check below and name the folders ourselves
-    return _image_folder_class()(str(path), is_valid_file=is_valid_file, allow_empty=True)
-
-
-def _folder_samples(path: Path, *, role: str) -> tuple[list[str], list[str], list[int]]:
-    ds = _open_image_folder(path)
-    if not ds.samples:
+    index = {c: i for i, c in enumerate(classes)}
+    samples = [(os.path.join(path, rel), index[rel.split(os.sep, 1)[0]])
+               for rel, _ in files if os.sep in rel and _is_image_name(os.path.basename(rel))]
+    samples.sort(key=lambda s: s[1])  # stable: each class's files stay in walk order
+    names = [paths.display(c) for c in classes]
+    if len(samples) > MAX_FOLDER_IMAGES:
         raise ValueError(
-            f"No images found in {path} (its class subfolders: {', '.join(ds.classes)}). "
+            f"The image folder {shown} holds {len(samples):,} images, more than the {MAX_FOLDER_IMAGES:,} "
+            "one dataset may have here. Choose a smaller folder or a subset of the classes."
+        )
+    if not samples:
+        raise ValueError(
+            f"No images found in {shown} (its class subfolders: {', '.join(names)}). "
             f"Images need one of these extensions: {', '.join(IMAGE_EXTENSIONS)}."
         )
-    counts = np.bincount([t for _, t in ds.samples], minlength=len(ds.classes))
+    counts = np.bincount([t for _, t in samples], minlength=len(classes))
     if role == "train":
-        empty = [ds.classes[i] for i in np.flatnonzero(counts == 0)]
+        empty = [classes[i] for i in np.flatnonzero(counts == 0)]
         if empty:
             raise ValueError(
-                f"These class folders in {path} have no images: "
-                + ", ".join(str(path / c) for c in empty)
+                f"These class folders in {shown} have no images: "
+                + ", ".join(paths.display(path / c) for c in empty)
                 + ". Add images or remove the folders."
             )
-        if len(ds.classes) < 2:
+        if len(classes) < 2:
             raise ValueError(
-                f"The image folder {path} has only one class ({ds.classes[0]!r}): a classifier needs at "
+                f"The image folder {shown} has only one class ({names[0]!r}): a classifier needs at "
                 "least two class subfolders with images."
             )
-    return list(ds.classes), [p for p, _ in ds.samples], [t for _, t in ds.samples]
+    return names, [p for p, _ in samples], [t for _, t in samples]
 
 
 def _decode_files(files: list[str], size: int, data_root: Path) -> torch.Tensor:
@@ -264,12 +333,13 @@ def read_folder(path: Path, data_root: Path, size: int) -> tuple:
     train_dir = path / "train"
     test_dir = next((path / t for t in ("test", "val") if (path / t).is_dir()), None)
     if train_dir.is_dir() and test_dir is not None:
-        classes, train_files, train_labels = _folder_samples(train_dir, role="train")
-        test_classes, test_files, test_labels = _folder_samples(test_dir, role="test")
+        classes, train_files, train_labels = _folder_samples(train_dir, data_root, role="train")
+        test_classes, test_files, test_labels = _folder_samples(test_dir, data_root, role="test")
         unknown = sorted(set(test_classes) - set(classes))
         if unknown:
             raise ValueError(
-                f"{test_dir} has class folders that {train_dir} lacks: {', '.join(unknown)}. "
+                f"{paths.display(test_dir)} has class folders that {paths.display(train_dir)} lacks: "
+                f"{', '.join(unknown)}. "
                 "The test classes must be a subset of the training classes."
             )
         remap = [classes.index(c) for c in test_classes]
@@ -278,17 +348,23 @@ def read_folder(path: Path, data_root: Path, size: int) -> tuple:
             classes,
             _decode_files(train_files, size, data_root), torch.tensor(train_labels),
             _decode_files(test_files, size, data_root), torch.tensor(test_labels),
-            f"{path} (train/ and {test_dir.name}/)",
+            f"{paths.display(path)} (train/ and {test_dir.name}/)",
         )
 
     split_dir = train_dir if train_dir.is_dir() else path
-    classes, files, labels = _folder_samples(split_dir, role="train")
+    classes, files, labels = _folder_samples(split_dir, data_root, role="train")
     labels_np = np.asarray(labels)
     train_idx, test_idx = _split_per_class(labels_np, len(classes))
+    if len(test_idx) == 0:
+        raise ValueError(
+            f"The image folder {paths.display(split_dir)} has one image per class, so no image is left to "
+            "test on: each class needs at least 2 images (one to train on, one to test on), and 10 or more "
+            "give a test accuracy worth reading. Add images, or add a test/ folder beside train/."
+        )
     x = _decode_files(files, size, data_root)
     y = torch.from_numpy(labels_np.astype(np.int64))
     train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
     return (
         classes, x[train_idx], y[train_idx], x[test_idx], y[test_idx],
-        f"{split_dir} ({round(FOLDER_TEST_FRACTION * 100)}% of each class held out, seed {FOLDER_SPLIT_SEED})",
+        f"{paths.display(split_dir)} ({round(FOLDER_TEST_FRACTION * 100)}% of each class held out, seed {FOLDER_SPLIT_SEED})",
     )

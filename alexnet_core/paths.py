@@ -45,3 +45,47 @@ def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     except ValueError:
         return False
     return True
+
+
+# Linux's NAME_MAX and PATH_MAX, in bytes.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+
+def display(text: str | os.PathLike) -> str:
+    """``text`` (a path or a name) as a string that always encodes to UTF-8.
+
+    File names on Linux are bytes; the ones that are not UTF-8 arrive in Python
+    as lone surrogates, which raise UnicodeEncodeError when printed or sent to a
+    browser. Such bytes show as ``\\xNN`` instead (distinct names stay distinct).
+    """
+    text = os.fspath(text)
+    if isinstance(text, bytes):
+        return text.decode("utf-8", "backslashreplace")
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def name_problem(path: str | os.PathLike) -> str | None:
+    """Why no file system can hold ``path`` (a NUL byte, a name or path too long), or None."""
+    text = os.fspath(path)
+    if "\x00" in text:
+        return "it contains a NUL character (\\x00), which no file or folder name can hold"
+    raw = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+    longest = max((len(part) for part in raw.split(b"/")), default=0)
+    if longest > MAX_NAME_BYTES:
+        return f"one of its names is {longest:,} bytes long, too long for a file system ({MAX_NAME_BYTES} at most)"
+    if len(raw) > MAX_PATH_BYTES:
+        return f"it is {len(raw):,} bytes long, too long for a file system ({MAX_PATH_BYTES:,} at most)"
+    return None
+
+
+def shorten(text: str | os.PathLike, limit: int = 80) -> str:
+    """``display(text)``, cut in the middle to at most about ``limit`` characters."""
+    shown = display(text)
+    if len(shown) <= limit:
+        return shown
+    half = limit // 2
+    return f"{shown[:half]}...{shown[-half:]} ({len(shown):,} characters)"

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from alexnet_core import imagefiles
 from alexnet_core.batches import prepare_batch
 
 # Okabe-Ito bluish green and vermillion: read as green/red by most people and
@@ -195,27 +196,30 @@ def channel_grid(
 
 
 def load_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
-    """Decode an uploaded file into an RGB or L image.
+    """Decode an uploaded file into an RGB or L image, turned upright by its EXIF orientation.
 
     Any PIL mode is accepted (16-bit, CMYK, palette, alpha: composited on
     white); an animated image gives its first frame. Raises ``ImageError``
     with a sentence for an empty, corrupt, non-image or too-large file.
-    ``max_pixels`` defaults to Pillow's own decompression-bomb limit.
+    ``max_pixels`` defaults to ``imagefiles.MAX_PIXELS``, the limit image folders have too.
     """
     if not data:
         raise ImageError("The uploaded file is empty (0 bytes). Choose a PNG or JPEG image.")
-    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    limit = max_pixels or imagefiles.MAX_PIXELS
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # the size is checked below, from the header, against our own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            if limit and img.width * img.height > limit:
-                raise ImageError(_too_large(img.width, img.height, limit))
-            img.seek(0)
-            img.load()
+        problem = imagefiles.pixel_limit_problem(img.width, img.height, limit)
+        if problem:
+            raise ImageError(f"The image is too large: {problem}. Resize it and upload it again.")
+        img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img)  # a phone photo stored sideways, as image folders do
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageError(
             f"The image is too large to open safely ({exc}). Resize it below "
             f"{limit:,} pixels and upload it again."
@@ -232,13 +236,6 @@ def load_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
     if img.width < 1 or img.height < 1:
         raise ImageError("The image has no pixels.")
     return _normalise_mode(img)
-
-
-def _too_large(w: int, h: int, limit: int) -> str:
-    return (
-        f"The image is too large: {w} x {h} = {w * h:,} pixels, above the limit of "
-        f"{limit:,}. Resize it and upload it again."
-    )
 
 
 def _normalise_mode(img: Image.Image) -> Image.Image:
