@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from alexnet_core import imagefiles, paths
+from alexnet_core.runfiles import torch_load_reason
 
 # Bump when the cached payload or any decoding choice changes: old cache files
 # then simply stop matching.
@@ -375,9 +376,9 @@ def _read_cache(path: Path, name: str) -> Dataset | None:
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("version") != CACHE_VERSION:
+        if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION:
             return None
-        return Dataset(
+        return _checked(Dataset(
             name=name,
             classes=list(payload["classes"]),
             train_x=payload["train_x"],
@@ -387,10 +388,20 @@ def _read_cache(path: Path, name: str) -> Dataset | None:
             mean=tuple(payload["mean"]),
             std=tuple(payload["std"]),
             source=f"cache: {path} (from {payload['source']})",
-        )
-    except (OSError, RuntimeError, KeyError, AttributeError, EOFError) as e:
-        warnings.warn(f"Ignoring an unreadable dataset cache file {path}: {e}", stacklevel=3)
+        ))
+    except Exception as e:  # random bytes, a pickle, a wrong field: the images are decoded again
+        warnings.warn(f"Ignoring an unreadable dataset cache file {path} ({torch_load_reason(e)}); "
+                      "it is made again", stacklevel=3)
         return None
+
+
+def _checked(ds: Dataset) -> Dataset:
+    """``ds`` if its tensors are the kinds and shapes a cache holds; ValueError if not."""
+    for x, y in ((ds.train_x, ds.train_y), (ds.test_x, ds.test_y)):
+        if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4 and isinstance(y, torch.Tensor)
+                and y.dim() == 1 and len(x) == len(y) and (not len(y) or 0 <= int(y.min()) <= int(y.max()) < len(ds.classes))):
+            raise ValueError("its tensors are not uint8 images with a label each")
+    return ds
 
 
 def _write_cache(cache_dir: Path, prefix: str, stamp: str, dataset: Dataset) -> None:

@@ -210,3 +210,41 @@ def test_names_that_are_not_utf8_load_and_stay_displayable(lab_data_root):
     with pytest.raises(ValueError, match="broken") as info:
         datasets.load_dataset("folder", folder=os.fsdecode(top), image_size=8)
     str(info.value).encode("utf-8")
+
+
+class _Runs:
+    """A pickle that would run a command if anything unpickled it."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/alexnet-lab-pwned",))
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "a malicious pickle", "a wrong field", "labels past the classes"])
+def test_a_bad_dataset_cache_is_discarded_and_made_again(lab_data_root, kind):
+    """One garbage cache file stopped the whole server from starting (its warm-up loads
+    the default dataset): it is ignored with a warning, and written again."""
+    import pickle
+
+    import torch
+
+    from alexnet_core import datasets, paths
+
+    first = datasets.load_dataset("digits")
+    (path,) = paths.cache_root().glob("digits-*.pt")
+    if kind == "random bytes":
+        path.write_bytes(os.urandom(4096))
+    elif kind == "a malicious pickle":
+        path.write_bytes(pickle.dumps(_Runs()))
+    else:
+        payload = torch.load(path, weights_only=True)
+        if kind == "a wrong field":
+            payload["train_x"] = [1, 2, 3]
+        else:
+            payload["test_y"] = payload["test_y"] + 100
+        torch.save(payload, path)
+    with pytest.warns(UserWarning, match="Ignoring an unreadable dataset cache file") as caught:
+        again = datasets.load_dataset("digits")
+    assert not any("weights_only=False" in str(w.message) for w in caught)  # never advise running its code
+    assert not Path("/tmp/alexnet-lab-pwned").exists()
+    assert torch.equal(again.test_y, first.test_y) and again.classes == first.classes
+    assert datasets.load_dataset("digits").source.startswith("cache: "), "written again, readable"
