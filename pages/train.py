@@ -8,7 +8,7 @@ view comes first and the form folds away below it.
 import streamlit as st
 
 from alexnet_core import variants
-from alexnet_core.config import SETTINGS, ConfigError, Recipe, TrainConfig, get_recipe, list_recipes
+from alexnet_core.config import SETTINGS, ConfigError, Recipe, TrainConfig, get_recipe, list_recipes, split_sizes
 from alexnet_core.device import available_memory_mb
 from alexnet_core.runfiles import ACTIVE_STATES
 from ui import cached, choice
@@ -108,6 +108,11 @@ def estimate_ui(config: TrainConfig, *, busy: bool) -> bool:
     ok, where = choice.dataset_availability(config.dataset, config.folder)
     if not ok:
         st.warning(f"The {config.dataset} images are not on this computer yet. {md(where)}", icon=":material/download:")
+        return False
+    try:  # the files are here: can they be trained on (an empty test split, a batch above the split)?
+        split_sizes(config, len(cached.load_dataset(config.dataset, config.data_root, config.folder).train_y))
+    except Exception as exc:
+        error_ui(f"These images cannot train yet: {exc}")
         return False
     free = available_memory_mb()
     if free is not None and cached.training_memory_mb(config) > cached.MEMORY_SHARE * free:

@@ -629,3 +629,17 @@ def test_the_form_trains_the_sidebars_choice_when_asked(ui_lab):
     at.radio(key="quick:what").set_value("sidebar").run()
     no_errors(at)
     assert "Trains **cifar** on **digits** at **32x32**." in texts(at)
+
+
+def test_a_folder_with_one_image_per_class_cannot_launch(ui_lab, tmp_path, monkeypatch):
+    """One image per class was accepted, then Predictions read nan% and Launch made a
+    failed run: the Train page says why and keeps Launch disabled."""
+    from tests import fixtures
+
+    monkeypatch.setenv("ALEXNET_LAB_DATA", str(tmp_path))
+    fixtures.write_image_folder(tmp_path / "tiny", {"cats": 1, "dogs": 1})
+    at = open_page("train", dataset="folder", folder="tiny")
+    at.radio(key="quick:what").set_value("sidebar").run()
+    errors = [e.value.replace("\\", "") for e in at.error]
+    assert any("cannot train yet" in e and "at least 2 images" in e for e in errors), errors
+    assert at.button(key="launch").disabled
