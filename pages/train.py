@@ -109,17 +109,17 @@ def estimate_ui(config: TrainConfig, *, busy: bool) -> bool:
     if not ok:
         st.warning(f"The {config.dataset} images are not on this computer yet. {md(where)}", icon=":material/download:")
         return False
-    try:  # the files are here: can they be trained on (an empty test split, a batch above the split)?
-        split_sizes(config, len(cached.load_dataset(config.dataset, config.data_root, config.folder).train_y))
-    except Exception as exc:
-        error_ui(f"These images cannot train yet: {exc}")
-        return False
     free = available_memory_mb()
     if free is not None and cached.training_memory_mb(config) > cached.MEMORY_SHARE * free:
         need = cached.training_memory_mb(config)
         fits = cached.largest_batch(config, cached.MEMORY_SHARE * free)
         error_ui(f"A batch of {config.batch_size} needs about {need / 1024:.1f} GB for each training step, and this "
                  f"computer has {free / 1024:.1f} GB free. Choose a batch size of at most {fits}.")
+        return False
+    try:  # the files are here: can they be trained on (an empty test split, a batch above the split)?
+        split_sizes(config, len(cached.load_dataset(config.dataset, config.data_root, config.folder).train_y))
+    except Exception as exc:
+        error_ui(f"These images cannot train yet: {exc}")
         return False
     auto = config.resolved_input_size < 100 and not busy
     waiting = auto and cached.known_estimate(cached.estimate_key(config)) is None
