@@ -8,7 +8,9 @@ pandas, PIL and torch, so the pages, the CLI and the tests share it.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 import warnings
 from typing import Sequence
@@ -351,3 +353,14 @@ def classify_image(
         invert=invert,
     )
     return top_k(model, x, classes, k)
+
+
+def test_fingerprint(dataset) -> str:
+    """A short hash of a dataset's test split (class names, labels, pixels): a run
+    records it, so its predictions are never shown over another folder's images."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps(list(dataset.classes)).encode("utf-8", "backslashreplace"))
+    for tensor in (dataset.test_y, dataset.test_x):
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.contiguous().numpy().tobytes())
+    return h.hexdigest()

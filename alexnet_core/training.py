@@ -49,6 +49,7 @@ from alexnet_core.checkpoints import (
 from alexnet_core.config import ConfigError, TrainConfig, split_sizes
 from alexnet_core.device import resolve_device, seed_everything, torch_threads
 from alexnet_core.evaluation import autocast, evaluate
+from alexnet_core.predict import test_fingerprint
 from alexnet_core.runfiles import (
     MetricsWriter,
     check_status,
@@ -463,6 +464,7 @@ class _Trainer:
             self.status(
                 epoch=self.epoch, step=self.step, steps_per_epoch=self.steps_per_epoch, device=str(self.device),
                 n_train=self.n_train, n_val=self.n_val, n_test=len(self.test_y),
+                test_fingerprint=test_fingerprint(self.dataset),  # what its predictions' indices point into
             )
             info = {
                 "epochs": self.config.epochs, "steps_per_epoch": self.steps_per_epoch, "step": self.step,

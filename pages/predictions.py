@@ -215,6 +215,12 @@ except Exception as exc:
     error_ui(f"The test images of {config.dataset} are needed to show this run's predictions, "
              "and they could not be loaded.", exc)
     st.stop()
+recorded = runs.status(run_id).get("test_fingerprint")  # runs made before it was recorded have none
+if recorded and recorded != cached.test_fingerprint(config.dataset, config.data_root, config.folder):
+    error_ui(f"The test images of {config.dataset} here are not the ones this run was tested on: the data "
+             "changed since (images added, removed or renamed, or a class gone). Its predictions would show "
+             "other images as its own. Train again on the images as they are now.")
+    st.stop()
 if len(preds) and int(preds["index"].max()) >= len(ds.test_y):
     error_ui(f"These predictions name test images that {config.dataset} does not have here "
              "(the dataset changed since the run). Train again to see its images.")

@@ -643,3 +643,28 @@ def test_a_folder_with_one_image_per_class_cannot_launch(ui_lab, tmp_path, monke
     errors = [e.value.replace("\\", "") for e in at.error]
     assert any("cannot train yet" in e and "at least 2 images" in e for e in errors), errors
     assert at.button(key="launch").disabled
+
+
+def test_predictions_refuse_a_folder_edited_since_the_run(ui_lab, tmp_path, monkeypatch):
+    """Images added to a folder after training made tiles show images of another class
+    as the run's (2 of 6 tiles): a run records a fingerprint of its test split, and the
+    page refuses, with a sentence, to show another folder's images as its own."""
+    from tests import fixtures
+    from ui import cached
+
+    monkeypatch.setenv("ALEXNET_LAB_DATA", str(tmp_path))
+    fixtures.write_image_folder(tmp_path / "pets", {"cats": 30, "dogs": 30})
+    config = get_recipe("quick").make_config(dataset="folder", folder="pets", epochs=1, batch_size=16)
+    run_id = runs.launch(config)
+    assert runs.wait(run_id, timeout=240)["state"] == "finished"
+    assert runs.status(run_id)["test_fingerprint"]
+    at = open_page("predictions", run=run_id)
+    no_errors(at)  # the folder as it was trained on: its tiles
+    fixtures.write_image_folder(tmp_path / "pets", {"cats": 35, "dogs": 30})  # five more cats
+    cached._load_dataset.clear()  # as after a restart of the server
+    cached.test_fingerprint.clear()
+    at = open_page("predictions", run=run_id)
+    assert not at.exception
+    errors = [e.value.replace("\\", "") for e in at.error]
+    assert any("not the ones this run was tested on" in e for e in errors), errors
+    assert not [m for m in at.markdown if "predicted" in m.value and "loss" in m.value], "no tile is shown"

@@ -234,3 +234,22 @@ def test_prepare_image_adapts_channels_and_size():
     )
     assert x.shape == (1, 3, 32, 32) and x.dtype == torch.float32
     assert x.abs().max() < 0.1  # 128/255 ~ the mean
+
+
+def test_the_test_fingerprint_changes_with_the_test_split_only():
+    import torch
+
+    from alexnet_core.datasets import Dataset
+    from alexnet_core.predict import test_fingerprint
+
+    def dataset(test_y, classes=("a", "b"), train_y=(0, 1)):
+        n = len(test_y)
+        return Dataset(name="folder", classes=list(classes), train_x=torch.zeros(len(train_y), 1, 4, 4, dtype=torch.uint8),
+                       train_y=torch.tensor(train_y), test_x=torch.arange(n * 16, dtype=torch.uint8).reshape(n, 1, 4, 4),
+                       test_y=torch.tensor(test_y), mean=(0.5,), std=(0.2,), source="test")
+
+    base = test_fingerprint(dataset([0, 1, 1]))
+    assert base == test_fingerprint(dataset([0, 1, 1], train_y=(1, 1)))  # training images do not count
+    assert base != test_fingerprint(dataset([0, 1, 0]))  # a label
+    assert base != test_fingerprint(dataset([0, 1, 1, 0]))  # an image more
+    assert base != test_fingerprint(dataset([0, 1, 1], classes=("a", "c")))  # a class renamed

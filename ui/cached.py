@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from alexnet_core import anatomy, datasets, paths, runs, training, variants
+from alexnet_core import anatomy, datasets, paths, predict, runs, training, variants
 from alexnet_core.config import ConfigError, TrainConfig
 from ui.choice import Selection, defaults, session_id
 from ui.formatting import error_ui
@@ -26,6 +26,12 @@ def load_dataset(name: str, root: str | None = None, folder: str | None = None) 
     """A dataset, loaded once for every session (a spinner if that takes a while)."""
     with st.spinner("Loading the dataset…"):
         return _load_dataset(name, root, folder)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def test_fingerprint(name: str, root: str | None = None, folder: str | None = None) -> str:
+    """predict.test_fingerprint of the dataset ``load_dataset`` gives for the same arguments."""
+    return predict.test_fingerprint(load_dataset(name, root, folder))
 
 
 def model_io(sel: Selection) -> tuple[int, int]:
