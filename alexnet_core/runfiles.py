@@ -515,12 +515,14 @@ class MetricsWriter:
         self._file.close()
 
 
-def read_events(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
+def read_events(path: str | os.PathLike, offset: int = 0, kinds: tuple[str, ...] | None = None) -> tuple[list[dict], int]:
     """Events appended to a ``metrics.jsonl`` since byte ``offset``; returns (events, new offset).
 
     Reads only the bytes after ``offset``. A torn last line (a writer killed
     mid-line, or one still writing) is left for the next call: the new offset
     is the end of the last complete line. Lines that are not a JSON object are skipped.
+    With ``kinds``, only events of those types are parsed (the others, most of a
+    long run's lines, are skipped by their text: ``"type":"..."`` as MetricsWriter writes it).
     """
     try:
         with open(path, "rb") as f:
@@ -532,7 +534,10 @@ def read_events(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], i
     if end < 0:
         return [], offset
     events = []
+    wanted = None if kinds is None else tuple(f'"type":{space}"{kind}"'.encode() for kind in kinds for space in ("", " "))
     for line in chunk[:end].split(b"\n"):
+        if wanted is not None and not any(w in line for w in wanted):
+            continue
         if line.strip():
             with contextlib.suppress(ValueError):
                 event = json.loads(line)

@@ -459,13 +459,16 @@ def read_metrics(run_id: str, offset: int = 0, runs_dir: str | os.PathLike | Non
     return read_events(_existing_run(run_id, runs_dir) / "metrics.jsonl", offset)
 
 
-def metrics_frames(run_id: str, runs_dir: str | os.PathLike | None = None) -> tuple["pd.DataFrame", "pd.DataFrame"]:
-    """(steps, epochs) DataFrames of the whole run (``runfiles.frames_from_events``).
+def metrics_frames(run_id: str, runs_dir: str | os.PathLike | None = None, *, steps: bool = True,
+                   ) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """(steps, epochs) DataFrames of the whole run (``runfiles.frames_from_events``);
+    ``steps=False`` reads the epochs alone (steps empty), skipping the step lines unparsed.
 
     steps: epoch, step, batch, loss, lr, images_per_s, time.
     epochs: epoch, step, train/val/test loss and acc, lr, epoch_time, train_time, eval_time, best, time.
     """
-    events, _ = read_metrics(run_id, 0, runs_dir)
+    path = _existing_run(run_id, runs_dir) / "metrics.jsonl"
+    events, _ = read_events(path, 0, None if steps else ("epoch", "resume"))
     return frames_from_events(events)
 
 

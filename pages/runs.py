@@ -53,7 +53,7 @@ def compare_ui(ids: list[str]) -> None:
     series = {}
     for run_id in chosen:
         try:
-            _, epochs = cached.metrics_frames(run_id)
+            epochs = cached.epoch_frame(run_id)
         except Exception as exc:
             error_ui(f"The metrics of run {run_id} could not be read.", exc)
             continue

@@ -292,3 +292,22 @@ def test_a_finished_training_process_is_reaped_at_once(tmp_path):
     while state() is not None and time.monotonic() < deadline:  # the exiting process, then its reaper
         time.sleep(0.05)
     assert state() is None, f"pid {pid} is still in the process table as {state()!r} (Z: a zombie)"
+
+
+def test_the_epochs_alone_are_read_without_parsing_the_steps(tmp_path, monkeypatch):
+    """A 200 MB metrics.jsonl kept the Runs page 23 s, parsing every step line for a
+    chart of epochs: the epochs are read alone, equal to the whole read's."""
+    from alexnet_core import runfiles
+    from tests.fixtures import tiny_config
+
+    runs_dir = tmp_path / "runs"
+    run_id = runs.launch(tiny_config(epochs=2), runs_dir)
+    assert runs.wait(run_id, timeout=240, runs_dir=runs_dir)["state"] == "finished"
+    steps, epochs = runs.metrics_frames(run_id, runs_dir)
+    parsed = []
+    real = runfiles.json.loads
+    monkeypatch.setattr(runfiles.json, "loads", lambda text, *a, **k: parsed.append(text) or real(text, *a, **k))
+    none, only = runs.metrics_frames(run_id, runs_dir, steps=False)
+    assert none.empty and len(steps) > 0
+    assert only.equals(epochs)
+    assert len(parsed) <= len(epochs) + 1  # the epoch lines (and a resume's, had there been one), never a step's

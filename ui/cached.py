@@ -107,13 +107,18 @@ def has_predictions(run_id: str) -> bool:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _frames(run_id: str, stamp: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return runs.metrics_frames(run_id)
+def _frames(run_id: str, stamp: float, steps: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return runs.metrics_frames(run_id, steps=steps)
 
 
 def metrics_frames(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(steps, epochs) of a run; read again when its metrics file changes."""
-    return _frames(run_id, _stamp(runs.run_path(run_id) / "metrics.jsonl"))
+    return _frames(run_id, _stamp(runs.run_path(run_id) / "metrics.jsonl"), True)
+
+
+def epoch_frame(run_id: str) -> pd.DataFrame:
+    """The epochs of a run alone: its step lines, most of a long run's file, are not parsed."""
+    return _frames(run_id, _stamp(runs.run_path(run_id) / "metrics.jsonl"), False)[1]
 
 
 @st.cache_data(show_spinner=False)
