@@ -668,3 +668,26 @@ def test_predictions_refuse_a_folder_edited_since_the_run(ui_lab, tmp_path, monk
     errors = [e.value.replace("\\", "") for e in at.error]
     assert any("not the ones this run was tested on" in e for e in errors), errors
     assert not [m for m in at.markdown if "predicted" in m.value and "loss" in m.value], "no tile is shown"
+
+
+@pytest.mark.parametrize("status, words", [
+    ({"state": "running", "epoch": 0, "epochs": 6, "batch": 5}, "epoch 1 of 6"),
+    ({"state": "stopped", "epoch": 0, "epochs": 6, "batch": 5}, "epoch 1 of 6"),  # it read "epoch 0 of 6"
+    ({"state": "stopped", "epoch": 2, "epochs": 6, "batch": 0}, "after epoch 2 of 6"),
+    ({"state": "finished", "epoch": 6, "epochs": 6, "batch": 0}, "epoch 6 of 6"),
+])
+def test_the_status_line_names_the_epoch_a_run_was_in(status, words):
+    from ui.live import progress_text
+
+    assert progress_text(status)[1].startswith(words)
+
+
+def test_charts_before_the_first_step_say_what_is_coming():
+    import pandas as pd
+
+    from ui.charts import accuracy_figure, loss_figure
+
+    empty = pd.DataFrame()
+    for fig, words in ((loss_figure(empty, empty), "first steps"), (accuracy_figure(empty), "epoch 1 ends")):
+        assert not fig.data and words in fig.layout.annotations[0].text
+        assert tuple(fig.layout.xaxis.range) == (0, 1)

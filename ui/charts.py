@@ -50,7 +50,17 @@ def loss_figure(steps: pd.DataFrame, epochs: pd.DataFrame) -> go.Figure:
         if not epochs.empty and col in epochs and epochs[col].notna().any():
             fig.add_scatter(x=epochs["step"], y=epochs[col], mode="lines+markers", name=f"{name} (per epoch)",
                             line={"width": 3, "dash": dash}, marker={"size": 10})
-    return styled(fig, "Loss", "step", "cross-entropy loss")
+    styled(fig, "Loss", "step", "cross-entropy loss")
+    if steps.empty and epochs.empty:  # plotly's empty axes read -1..4: say what is coming instead
+        waiting(fig, "The first steps are on their way")
+    return fig
+
+
+def waiting(fig: go.Figure, text: str) -> None:
+    """An empty chart: plain axes from 0 and a line saying what will appear."""
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 18})
+    fig.update_xaxes(range=[0, 1], showticklabels=False)
+    fig.update_yaxes(range=[0, 1], showticklabels=False)
 
 
 def accuracy_figure(epochs: pd.DataFrame) -> go.Figure:
@@ -63,6 +73,8 @@ def accuracy_figure(epochs: pd.DataFrame) -> go.Figure:
     styled(fig, "Accuracy per epoch", "epoch", "accuracy (%)")
     fig.update_xaxes(dtick=1, rangemode="tozero")
     fig.update_yaxes(range=[0, 101])
+    if not fig.data:  # an x axis of 0-6 for a 1-epoch run, before its end: say what is coming instead
+        waiting(fig, "The first points come when epoch 1 ends")
     return fig
 
 

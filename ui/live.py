@@ -161,7 +161,10 @@ def progress_text(status: dict) -> tuple[float, str]:
     active = state in ACTIVE_STATES
     parts = []
     if epochs:
-        parts.append(f"epoch {min(done + 1, epochs) if active else done} of {epochs}")
+        # The epoch it is in (or was in when it stopped), as while it ran; "after" one it ended on.
+        within = active or (state != "finished" and int(status.get("batch") or 0) > 0)
+        parts.append(f"epoch {min(done + 1, epochs)} of {epochs}" if within else
+                     f"{'after ' if state != 'finished' and done else ''}epoch {done} of {epochs}")
     if total:
         parts.append(f"step {step:,} of {total:,}")
     if status.get("images_per_s") and active:
