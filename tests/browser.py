@@ -7,6 +7,7 @@ sleep. Everything talks to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -121,6 +122,18 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)  # the server leads its own group (start_new_session)
     except ProcessLookupError:
         pass
+
+
+@contextlib.contextmanager
+def projector_page(browser):
+    """A page in a browser session of its own (nothing shared), at a projector's 1280x800."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        yield pg
+    finally:
+        context.close()
 
 
 def launch_chromium(playwright):

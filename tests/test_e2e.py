@@ -13,7 +13,8 @@ import re
 import pytest
 
 from tests.browser import (
-    CHROMIUM, DRAWN_CHART, PROGRESS, QUICK_SIZE, VIEWPORT, Server, chart_xs, lab_env, launch_chromium, nav, no_exception, settle,
+    CHROMIUM, DRAWN_CHART, PROGRESS, QUICK_SIZE, VIEWPORT, Server, chart_xs, lab_env, launch_chromium, nav, no_exception,
+    projector_page, settle,
     shot, wait_for_chart,
 )
 
@@ -166,10 +167,7 @@ def test_markdown_in_a_link_shows_as_typed_never_as_a_link_or_an_image(server, p
     expect = playwright_api.expect
     phishing = "[Your session expired - click here](https://evil.example/login)"
     pixel = "![](https://evil.example/pixel.png) www.evil.example"
-    context = page.context.browser.new_context(viewport={"width": 1280, "height": 800})
-    try:
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
+    with projector_page(page.context.browser) as pg:
         pg.goto(f"{server}/model?dataset={quote(phishing)}&variant={quote(pixel)}")
         settle(pg)
         expect(pg.locator("[data-testid=stAlert]").filter(has_text="Your session expired")).to_have_count(1)
@@ -179,8 +177,6 @@ def test_markdown_in_a_link_shows_as_typed_never_as_a_link_or_an_image(server, p
         assert pg.locator("a[href*='evil.example']").count() == 0
         assert pg.locator("img[src*='evil.example']").count() == 0
         no_exception(pg)
-    finally:
-        context.close()
 
 
 def test_a_garbage_dataset_cache_does_not_stop_the_server(tmp_path, page):
@@ -201,25 +197,17 @@ def test_a_garbage_dataset_cache_does_not_stop_the_server(tmp_path, page):
             path.write_bytes(garbage)
     assert list(cache.glob("digits-*.pt")), "the cache file the server reads"
     with Server(lab_env(tmp_path), tmp_path / "server.log") as srv:
-        context = page.context.browser.new_context(viewport={"width": 1280, "height": 800})
-        try:
-            pg = context.new_page()
-            pg.set_default_timeout(60_000)
+        with projector_page(page.context.browser) as pg:
             pg.goto(srv.url)
             settle(pg)
             expect(pg.get_by_role("heading", name="AlexNet Lab")).to_be_visible()
             no_exception(pg)
-        finally:
-            context.close()
 
 
 def test_the_input_size_follows_a_change_of_variant(server, page):
     """On /model, mnist -> paper left 28 in the size box (in red) while the tables used 227."""
     expect = playwright_api.expect
-    context = page.context.browser.new_context(viewport={"width": 1280, "height": 800})
-    try:
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
+    with projector_page(page.context.browser) as pg:
         pg.goto(f"{server}/model?variant=mnist")
         settle(pg)
         sidebar = pg.locator("[data-testid=stSidebar]")
@@ -230,8 +218,6 @@ def test_the_input_size_follows_a_change_of_variant(server, page):
         expect(sidebar.get_by_test_id("stNumberInputField")).to_have_value("227")
         settle(pg)
         no_exception(pg)
-    finally:
-        context.close()
 
 
 def test_a_deep_link_opened_first_after_a_start_gets_the_frame(tmp_path, page):
@@ -240,10 +226,7 @@ def test_a_deep_link_opened_first_after_a_start_gets_the_frame(tmp_path, page):
     legacy pages/ mode, which a pages/ folder beside the navigation script starts."""
     expect = playwright_api.expect
     with Server(lab_env(tmp_path), tmp_path / "server.log") as srv:
-        context = page.context.browser.new_context(viewport={"width": 1280, "height": 800})
-        try:
-            pg = context.new_page()
-            pg.set_default_timeout(60_000)
+        with projector_page(page.context.browser) as pg:
             pg.goto(f"{srv.url}/model?variant=cifar&model_view=Shapes")
             settle(pg)
             expect(pg.get_by_role("heading", name="AlexNet for 32x32 (CIFAR)")).to_be_visible()
@@ -254,8 +237,6 @@ def test_a_deep_link_opened_first_after_a_start_gets_the_frame(tmp_path, page):
             expect(pg.locator("[data-testid=stSidebar]").get_by_text("Your choice")).to_be_visible()
             expect(pg.locator("[data-testid=stSidebar]")).to_contain_text("AlexNet for 32x32 (CIFAR):")  # the link's variant
             no_exception(pg)
-        finally:
-            context.close()
 
 
 def test_a_watched_run_updates_its_status_and_charts_in_place(running, page):
