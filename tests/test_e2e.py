@@ -149,6 +149,7 @@ def test_journey_home_model_train_predictions_runs(server, page):
     expect(pg.locator(".hoverlayer")).to_contain_text(re.compile(r"epoch 1: \d+(\.\d+)?%"))
     pg.get_by_text("Download or delete a run").click()  # drawn when opened
     expect(pg.get_by_role("button", name="best.pt")).to_be_visible()
+    settle(pg)  # the rerun that opened the panel has ended: a click now is not lost to its redraw
     # a download's file is made when its button is clicked
     with pg.expect_download() as download:
         pg.get_by_role("button", name="epochs.csv").click()
