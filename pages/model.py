@@ -154,7 +154,7 @@ spec = sel.spec
 in_channels, num_classes = cached.model_io(sel)
 
 st.title(spec.title)
-st.markdown(f"{spec.description}  \n*Source: {spec.source}.*")
+st.markdown(f"{md(spec.description)}  \n*Source: {md(spec.source)}.*")
 
 try:
     table, totals = cached.layer_table(sel.variant, in_channels, num_classes, sel.input_size)

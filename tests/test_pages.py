@@ -691,3 +691,12 @@ def test_charts_before_the_first_step_say_what_is_coming():
     for fig, words in ((loss_figure(empty, empty), "first steps"), (accuracy_figure(empty), "epoch 1 ends")):
         assert not fig.data and words in fig.layout.annotations[0].text
         assert tuple(fig.layout.xaxis.range) == (0, 1)
+
+
+def test_a_variants_description_is_shown_as_written(ui_lab):
+    """The cifar description read "a 25622 classifier input": Markdown ate 256*2*2."""
+    at = open_page("model", variant="cifar")
+    no_errors(at)
+    assert "256*2*2" in variants.get_spec("cifar").description
+    shown = [c.value for c in at.sidebar.caption] + [m.value for m in at.markdown]
+    assert any("256\\*2\\*2" in text for text in shown), shown

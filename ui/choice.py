@@ -117,7 +117,7 @@ def sidebar_ui() -> Selection:
             help="The network to inspect and train. Each one is a named AlexNet from the paper or a blog post.",
         )
         spec = variants.get_spec(variant)
-        st.caption(f"{spec.title}: {spec.description}")
+        st.caption(f"{spec.title}: {md(spec.description)}")  # text, not Markdown: "256*2*2" lost its stars
         dataset = st.selectbox(
             "Dataset", names, index=names.index(default_dataset), key="dataset", bind="query-params",
             help="The images to train on and look at.",
