@@ -243,33 +243,31 @@ def waiting_text(run_id: str) -> str:
     return "waiting for " + "; ".join(f"run {rid}: {progress_text(status)[1]}" for rid, status in ahead)
 
 
+def _act(action, run_id: str, failure: str, done=None) -> None:
+    """Do ``action(run_id)``; the failure's sentence, or ``done()`` once it worked."""
+    try:
+        action(run_id)
+    except Exception as exc:
+        error_ui(failure, exc)
+    else:
+        if done:
+            done()
+
+
 def _controls_ui(run_id: str, state: str) -> None:
     if state == "queued":
         if st.button("Cancel", icon=":material/cancel:", key=f"cancel:{run_id}", width="stretch",
                      help="Takes the run out of the queue before it starts."):
-            try:
-                runs.stop(run_id)
-            except Exception as exc:
-                error_ui("The run could not be cancelled.", exc)
-            else:
-                st.rerun()
+            _act(runs.stop, run_id, "The run could not be cancelled.", st.rerun)
     elif state in ACTIVE_STATES:
         if st.button("Stop", icon=":material/stop:", key=f"stop:{run_id}", width="stretch",
                      help="Stops after the current step and saves a checkpoint."):
-            try:
-                runs.stop(run_id)
-                st.toast("Stop requested: the run stops after the current step.", icon=":material/stop:")
-            except Exception as exc:
-                error_ui("The run could not be stopped.", exc)
+            _act(runs.stop, run_id, "The run could not be stopped.",
+                 lambda: st.toast("Stop requested: the run stops after the current step.", icon=":material/stop:"))
     elif state in ("stopped", "interrupted", "failed"):
         if st.button("Resume", icon=":material/play_arrow:", key=f"resume:{run_id}", type="primary", width="stretch",
                      help="Continues from the last checkpoint."):
-            try:
-                runs.resume(run_id)
-            except Exception as exc:
-                error_ui("The run could not be resumed.", exc)
-            else:
-                st.rerun()
+            _act(runs.resume, run_id, "The run could not be resumed.", st.rerun)
     elif state == "finished":
         # A link, not st.switch_page: a fragment cannot switch pages. The
         # Predictions page opens on focus_run, the run watched here.
