@@ -128,12 +128,21 @@ def test_journey_home_model_train_predictions_runs(server, page):
 
     pg.get_by_role("tab", name="Your own image").click()
     upload = pg.locator("[data-testid=stFileUploaderDropzoneInput]")
-    upload.set_input_files(files=[{"name": "broken.png", "mimeType": "image/png", "buffer": b"not a png"}])
+
+    def choose(name, mime, data):
+        # Wait until the uploader holds this file and the rerun it started has ended:
+        # a file chosen while the previous one's rerun ran was dropped once on CI.
+        settle(pg)
+        upload.set_input_files(files=[{"name": name, "mimeType": mime, "buffer": data}])
+        expect(pg.get_by_role("button", name=f"Remove {name}")).to_be_visible()
+        settle(pg)
+
+    choose("broken.png", "image/png", b"not a png")
     expect(pg.get_by_text("not an image that can be read")).to_be_visible()
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>'
-    upload.set_input_files(files=[{"name": "drawing.svg", "mimeType": "image/svg+xml", "buffer": svg}])
+    choose("drawing.svg", "image/svg+xml", svg)
     expect(pg.get_by_text("not an image that can be read")).to_be_visible()  # a sentence, not only a red mark
-    upload.set_input_files(files=[{"name": "seven.png", "mimeType": "image/png", "buffer": digit_png()}])
+    choose("seven.png", "image/png", digit_png())
     expect(pg.get_by_text("as the network sees it")).to_be_visible()
     expect(pg.get_by_text("Best guess")).to_be_visible()
     no_exception(pg)
