@@ -34,6 +34,9 @@ with right:
     st.subheader("Quick demo")
     quick = get_recipe("quick")
     st.markdown(f"**{quick.title}.** {quick.description}")
+    # No figure here: a time measured on a quiet machine is a promise a busy laptop breaks.
+    st.caption(":material/timer: How long it takes depends on this computer and on what else it is doing: once it "
+               "starts, the Train page counts the time left from the run's own speed.")
     st.button("Start the quick demo", icon=":material/play_arrow:", type="primary", on_click=launch_demo,
               key="quick_demo", width="stretch")
     if err := st.session_state.pop("demo_error", None):

@@ -123,7 +123,9 @@ def estimate_ui(config: TrainConfig, *, busy: bool) -> bool:
         return False
     auto = config.resolved_input_size < 100 and not busy
     waiting = auto and cached.known_estimate(cached.estimate_key(config)) is None
-    st.fragment(estimate_fragment, run_every=1.0 if waiting else None)(config, auto)
+    # Timed again each minute while the page is open: "just now" stays true as the load changes.
+    every = 1.0 if waiting else cached.ESTIMATE_FRESH_S if auto else None
+    st.fragment(estimate_fragment, run_every=every)(config, auto)
     return True
 
 
@@ -150,8 +152,11 @@ def estimate_fragment(config: TrainConfig, auto: bool) -> None:
     # No st.rerun() to stop the timer: it could swallow a click made meanwhile. The next
     # full rerun registers this fragment without a timer; until then a tick redraws this line.
     total = seconds * config.epochs
-    text = (f"About **{format_duration(seconds)} per epoch**, **{format_duration(total)}** for "
-            f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} on this computer.")
+    # Said as what it is: one reading of this computer's speed, which changes with its load.
+    text = (f"Estimate from a few training steps timed just now on this computer: about "
+            f"**{format_duration(seconds)} per epoch**, **{format_duration(total)}** for {config.epochs} "
+            f"epoch{'s' if config.epochs != 1 else ''}, plus the run's start-up. Once the run starts, "
+            f"the time left comes from its own steps.")
     if seconds > SLOW_EPOCH_S:
         st.warning(text + " That is long for a lesson: fewer epochs, a smaller input size or a smaller variant "
                    "would be quicker.", icon=":material/hourglass_bottom:")

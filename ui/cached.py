@@ -205,30 +205,45 @@ def estimate_key(config: TrainConfig) -> str:
 
 
 @st.cache_resource
-def _estimates() -> dict[str, float]:
+def _estimates() -> dict[str, tuple[float, float]]:
     # A plain dict rather than st.cache_data: a page asks whether a timing is known
     # without timing it (a new session shows another's timing at once).
+    # {key: (seconds per epoch, time.monotonic() when it was timed)}
     return {}
 
 
 _ESTIMATES_KEPT = 64
+# A timing is the machine's speed when it was taken, and a laptop's load changes from
+# minute to minute: older than this, it is timed again rather than shown.
+ESTIMATE_FRESH_S = 60.0
+
+
+def _fresh(entry: tuple[float, float] | None) -> float | None:
+    if entry is None or time.monotonic() - entry[1] > ESTIMATE_FRESH_S:
+        return None
+    return entry[0]
 
 
 def known_estimate(key: str) -> float | None:
-    return _estimates().get(key)
+    """The seconds per epoch timed for ``key`` in the last ESTIMATE_FRESH_S, else None."""
+    return _fresh(_estimates().get(key))
 
 
 def estimate(config: TrainConfig) -> float:
-    """Seconds per epoch of ``config`` on this machine, timed with a few real training steps."""
+    """Seconds per epoch of ``config`` on this machine as busy as it is now, from a few
+    real training steps timed now (or in the last ESTIMATE_FRESH_S)."""
     known = _estimates()
     key = estimate_key(config)
-    if key not in known:
+    seconds = _fresh(known.get(key))
+    if seconds is None:
         dataset = load_dataset(config.dataset, config.data_root, config.folder)
         timed = config.replace(batch_size=min(config.batch_size, ESTIMATE_BATCH))
-        known[key] = training.estimate_epoch_seconds(timed, dataset=dataset)
+        seconds = training.estimate_epoch_seconds(timed, dataset=dataset)
+        known.pop(key, None)  # re-inserted last: the oldest timings are the first dropped
+        known[key] = (seconds, time.monotonic())
         while len(known) > _ESTIMATES_KEPT:
             known.pop(next(iter(known)), None)
-    return known[key]
+    return seconds
 
 
 # --------------------------------------------------------------------------- launching
