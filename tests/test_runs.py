@@ -101,8 +101,8 @@ def test_unknown_run_is_a_clear_error(runs_dir):
 def test_launch_refuses_a_bad_config_before_starting(runs_dir):
     with pytest.raises(ConfigError, match="at least 12x12"):
         runs.launch(tiny(input_size=4), runs_dir)
-    with pytest.raises(ConfigError, match="not available"):
-        runs.launch(tiny(dataset="flowers102", data_root=str(runs_dir.parent / "empty")), runs_dir)
+    with pytest.raises(ConfigError, match="not available"):  # a torchvision dataset downloads: test_download.py
+        runs.launch(tiny(dataset="folder", folder="absent", data_root=str(runs_dir.parent / "empty")), runs_dir)
     assert runs.list_runs(runs_dir).empty
 
 
@@ -311,3 +311,22 @@ def test_the_epochs_alone_are_read_without_parsing_the_steps(tmp_path, monkeypat
     assert none.empty and len(steps) > 0
     assert only.equals(epochs)
     assert len(parsed) <= len(epochs) + 1  # the epoch lines (and a resume's, had there been one), never a step's
+
+
+def test_runs_have_short_names_numbered_per_variant_and_dataset_that_a_delete_does_not_reuse(runs_dir):
+    # An old run made before numbers were recorded counts too (oldest first).
+    old = runs_dir / "20200101-000000-mnist-digits-0a0a"
+    old.mkdir(parents=True)
+    tiny().to_json(old / "config.json")
+    runfiles.write_json_atomic(old / "status.json", {"state": "finished", "created": 1.0})
+    first, second = runs.create_run(tiny(), runs_dir), runs.create_run(tiny(), runs_dir)
+    named = runs.list_runs(runs_dir).set_index("id")["name"]
+    assert [named[old.name], named[first], named[second]] == ["mnist · digits #1", "mnist · digits #2", "mnist · digits #3"]
+    for made in (first, second):
+        runfiles.update_status(runs_dir / made, state="stopped")  # never started: nothing to wait for
+    runs.delete_run(second, runs_dir)
+    third = runs.create_run(tiny(), runs_dir)
+    assert runs.list_runs(runs_dir).set_index("id")["name"][third] == "mnist · digits #3"  # #3 was deleted, not in use
+    runs.delete_run(first, runs_dir)
+    fourth = runs.create_run(tiny(), runs_dir)
+    assert runs.list_runs(runs_dir).set_index("id")["name"][fourth] == "mnist · digits #4"  # #3 still exists

@@ -186,6 +186,13 @@ def run_ids_newest_first(frame: pd.DataFrame) -> list[str]:
     return list(frame["id"])
 
 
+def run_names(frame: pd.DataFrame) -> dict[str, str]:
+    """Run id -> short readable name (``mnist · digits #3``)."""
+    if frame.empty or "name" not in frame:
+        return {}
+    return dict(zip(frame["id"], frame["name"]))
+
+
 def watch_next(run_id: str) -> None:
     """After a launch: the Train page picks ``run_id`` next, and keeps its live view
     on top of the form once it ends, so its result and links stay in sight."""
@@ -212,6 +219,9 @@ def pick_run_ui(ids: list[str], frame: pd.DataFrame, *, label: str = "Run") -> s
         focus = st.session_state.get("focus_run")
         active = [rid for rid, state in zip(frame["id"], frame["state"]) if state in ACTIVE_STATES]
         st.session_state["run"] = focus if focus in ids else (active[0] if active else ids[0])
-    run_id = st.selectbox(label, ids, key="run", bind="query-params", help="Every run in the run store, newest first.")
+    names = run_names(frame)
+    run_id = st.selectbox(label, ids, key="run", bind="query-params", format_func=lambda rid: names.get(rid, rid),
+                          help="Every run in the run store, newest first, by its short name: the variant, the dataset "
+                               "and its number among their runs. Its full id is in the URL and on the Runs page.")
     st.session_state["focus_run"] = run_id
     return run_id
