@@ -323,8 +323,9 @@ class TrainConfig:
         """Check every field, then the rules that join fields; return self, or raise
         ``ConfigError`` saying what to change.
 
-        ``check_data`` also checks that the dataset's files are here right now
-        (``datasets.availability``; never downloads). With a loaded ``dataset``
+        ``check_data`` also checks that the run can get the dataset's images: here
+        now, or downloaded by torchvision on first load when online
+        (``datasets.obtainable``; never downloads itself). With a loaded ``dataset``
         the batch size is checked against the training split too.
         """
         from alexnet_core import datasets, variants
@@ -352,7 +353,7 @@ class TrainConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if check_data:
-            ok, where = datasets.availability(self.dataset, self.data_root, folder=self.folder)
+            ok, where = datasets.obtainable(self.dataset, self.data_root, folder=self.folder)
             if not ok:
                 raise ConfigError(f"Dataset {self.dataset!r} is not available: {where}")
         if dataset is not None:

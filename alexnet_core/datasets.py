@@ -12,6 +12,7 @@ Public API::
 
     list_datasets(), get_info(name) -> DatasetInfo
     availability(name, root=None, folder=None) -> (ok, where or how to get it)
+    obtainable(name, root=None, folder=None) -> (here or downloadable, where or how to get it)
     load_dataset(name, root=None, *, folder=None, download=None, cache=True, image_size=None) -> Dataset
     Dataset, DatasetInfo, DatasetUnavailable; FLOWERS_IMAGE_SIZE, FOLDER_IMAGE_SIZE
 
@@ -24,12 +25,10 @@ put where.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.metadata
 import math
 import os
-import shutil
 import tarfile
 import tempfile
 import warnings
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet_core import imagefiles, paths
+from alexnet_core import datafiles, imagefiles, paths
 from alexnet_core.runfiles import torch_load_reason
 
 # Bump when the cached payload or any decoding choice changes: old cache files
@@ -56,22 +55,6 @@ FLOWERS_IMAGE_SIZE = 64
 # detail to upsample to AlexNet's 224/227.
 FOLDER_IMAGE_SIZE = 128
 
-_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-_CIFAR10_FILES = (
-    "data_batch_1",
-    "data_batch_2",
-    "data_batch_3",
-    "data_batch_4",
-    "data_batch_5",
-    "test_batch",
-    "batches.meta",
-)
-_FLOWERS_FILES = ("jpg/", "imagelabels.mat", "setid.mat")
 _DOWNLOAD_ERRORS = (OSError, RuntimeError, ValueError, EOFError, tarfile.TarError)
 
 
@@ -134,14 +117,6 @@ class Dataset:
         )
 
 
-@dataclass(frozen=True)
-class _TorchvisionSource:
-    folder: str  # under the data root, where torchvision looks
-    files: tuple[str, ...]  # names inside `folder`; "jpg/" is a directory
-    how: str  # how to get the files by hand
-    download_mb: int
-
-
 _INFOS = {
     info.name: info
     for info in (
@@ -202,35 +177,6 @@ _INFOS = {
     )
 }
 
-_TORCHVISION = {
-    "mnist": _TorchvisionSource(
-        "MNIST/raw",
-        _MNIST_FILES,
-        "the .gz files from https://ossci-datasets.s3.amazonaws.com/mnist/, gunzipped",
-        12,
-    ),
-    "fashion-mnist": _TorchvisionSource(
-        "FashionMNIST/raw",
-        _MNIST_FILES,
-        "the .gz files from https://github.com/zalandoresearch/fashion-mnist, gunzipped",
-        30,
-    ),
-    "cifar10": _TorchvisionSource(
-        "cifar-10-batches-py",
-        _CIFAR10_FILES,
-        "extract https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into the data root",
-        163,
-    ),
-    "flowers102": _TorchvisionSource(
-        "flowers-102",
-        _FLOWERS_FILES,
-        "jpg/ from 102flowers.tgz, and imagelabels.mat and setid.mat, all from "
-        "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
-        330,
-    ),
-}
-
-
 # ---------------------------------------------------------------- registry
 
 
@@ -267,17 +213,35 @@ def availability(
         except (ValueError, DatasetUnavailable) as e:
             return False, str(e)
         return True, str(path)
-    src = _TORCHVISION[name]
-    if _missing_files(data_root, src) == []:
-        return True, str(data_root / src.folder)
-    archive = _system_archive(name)
+    src = datafiles.SOURCES[name]
+    if not datafiles.missing_files(data_root, name):
+        damaged = datafiles.damaged_file(data_root, name)
+        if damaged is None:
+            return True, str(data_root / src.folder)
+        return False, (f"{datafiles.damaged_text(info.title, data_root, name, damaged)} Online, a first load "
+                       f"downloads {info.title} again (about {src.download_mb} MB); offline: "
+                       f"{datafiles.offline_hint(name, data_root)}")
+    archive = datafiles.system_archive(name)
     if archive is not None:
         return True, f"{archive} (copied into {data_root / src.folder} on first load)"
     return False, (
         f"{info.title} is not in {data_root / src.folder}. "
         f"It downloads by itself on first load when online (about {src.download_mb} MB); "
-        f"offline: {_offline_hint(name, data_root)}"
+        f"offline: {datafiles.offline_hint(name, data_root)}"
     )
+
+
+def obtainable(
+    name: str, root: str | os.PathLike | None = None, folder: str | os.PathLike | None = None
+) -> tuple[bool, str]:
+    """Whether a run can get ``name``'s images: they are here (``availability``), or torchvision
+    downloads them on first load when online. ``(False, how to get them)`` otherwise.
+
+    What a launch checks: a dataset that downloads is not refused before the download is tried.
+    Never downloads itself.
+    """
+    ok, where = availability(name, root, folder)
+    return (ok or name in datafiles.SOURCES), where
 
 
 def load_dataset(
@@ -327,13 +291,12 @@ def load_dataset(
             lambda: _make("folder", *imagefiles.read_folder(path, data_root, size)),
         )
 
-    src = _TORCHVISION[name]
     identity = _stamp([name, str(data_root), size])
 
     def files_stamp() -> str | None:
-        if _missing_files(data_root, src):
+        if datafiles.missing_files(data_root, name):
             return None
-        return _stamp(imagefiles.listing(data_root / src.folder))
+        return _stamp(imagefiles.listing(data_root / datafiles.SOURCES[name].folder))
 
     return _cached(
         name, identity, files_stamp, data_root, cache,
@@ -498,73 +461,6 @@ def _load_digits() -> Dataset:
     )
 
 
-def _missing_files(data_root: Path, src: _TorchvisionSource) -> list[str]:
-    base = data_root / src.folder
-    missing = []
-    for f in src.files:
-        path = base / f.rstrip("/")
-        if not (path.is_dir() if f.endswith("/") else path.is_file()):
-            missing.append(f)
-    return missing
-
-
-def _system_archive(name: str) -> Path | None:
-    """A system folder holding the dataset's files (.gz or not), if one is installed."""
-    for folder in paths.SYSTEM_ARCHIVES.get(name, []):
-        folder = Path(folder)
-        if all((folder / f).is_file() or (folder / f"{f}.gz").is_file() for f in _TORCHVISION[name].files):
-            return folder
-    return None
-
-
-def _import_system_archive(name: str, data_root: Path) -> Path | None:
-    """Copy (gunzip) a system archive into the data root, where torchvision reads it."""
-    archive = _system_archive(name)
-    if archive is None:
-        return None
-    raw = data_root / _TORCHVISION[name].folder
-    try:
-        raw.mkdir(parents=True, exist_ok=True)
-        for f in _TORCHVISION[name].files:
-            if (raw / f).is_file():
-                continue
-            gz = archive / f"{f}.gz"
-            fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{f}-")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    if gz.is_file():
-                        with gzip.open(gz, "rb") as src:
-                            shutil.copyfileobj(src, out, length=1 << 20)
-                    else:
-                        with open(archive / f, "rb") as src:
-                            shutil.copyfileobj(src, out, length=1 << 20)
-                os.replace(tmp, raw / f)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-    except (OSError, EOFError) as e:
-        raise DatasetUnavailable(
-            f"Found {get_info(name).title} in {archive} but could not copy it into {raw}: {e}. "
-            "Set ALEXNET_LAB_DATA to a folder you can write to."
-        ) from e
-    return archive
-
-
-def _offline_hint(name: str, data_root: Path) -> str:
-    src = _TORCHVISION[name]
-    files = ", ".join(src.files)
-    hint = (
-        f"put {files} in {data_root / src.folder} ({src.how}), or set ALEXNET_LAB_DATA to a folder "
-        "that holds them in torchvision's layout."
-    )
-    if name == "fashion-mnist":
-        hint += (
-            " On Debian/Ubuntu: apt-get install dataset-fashion-mnist (its .gz files in "
-            "/usr/share/datasets/fashion-mnist are imported on first load)."
-        )
-    return hint
-
-
 def _load_torchvision(name: str, data_root: Path, download: bool | None, size: int) -> Dataset:
     readers = {
         "mnist": lambda dl: imagefiles.read_mnist_like("MNIST", data_root, dl),
@@ -573,10 +469,14 @@ def _load_torchvision(name: str, data_root: Path, download: bool | None, size: i
         "flowers102": lambda dl: imagefiles.read_flowers102(data_root, dl, size),
     }
     read = readers[name]
-    source = str(data_root / _TORCHVISION[name].folder)
+    title, folder = get_info(name).title, data_root / datafiles.SOURCES[name].folder
+    source = str(folder)
     parts = _try_read(read, download=False)
     if parts is None:
-        archive = _import_system_archive(name, data_root)
+        try:
+            archive = datafiles.import_system_archive(name, data_root)
+        except datafiles.ArchiveCopyError as e:
+            raise DatasetUnavailable(f"{title}: {e}") from e
         if archive is not None:
             parts = _try_read(read, download=False)
             source = f"{archive} (imported into {source})"
@@ -589,10 +489,10 @@ def _load_torchvision(name: str, data_root: Path, download: bool | None, size: i
         except _DOWNLOAD_ERRORS as e:
             failure = f" The download failed: {e}"
     if parts is None:
-        title = get_info(name).title
+        damaged = None if datafiles.missing_files(data_root, name) else datafiles.damaged_file(data_root, name)
+        where = (datafiles.damaged_text(title, data_root, name, damaged) if damaged else f"{title} is not in {folder}.")
         raise DatasetUnavailable(
-            f"{title} is not in {data_root / _TORCHVISION[name].folder}. "
-            f"To use it offline, {_offline_hint(name, data_root)}"
+            f"{where} To use it offline, {datafiles.offline_hint(name, data_root)}"
             + ("" if download is not False else " (Downloading was switched off.)")
             + failure
         )
