@@ -347,7 +347,7 @@ class TrainConfig:
                 f"got {size}x{size}. Choose an input size of {minimum} or more."
             )
         if self.dataset == "folder" and not self.folder:
-            raise ConfigError("The 'folder' dataset needs a folder of images: set folder to a path with one sub-folder per class.")
+            raise ConfigError(FOLDER_NEEDED)
         try:
             resolve_device(self.device)
         except ValueError as exc:
@@ -410,6 +410,14 @@ def get_setting(name: str) -> Setting:
         if setting.name == name:
             return setting
     raise ConfigError(f"Unknown setting {name!r}; the settings: {', '.join(s.name for s in SETTINGS)}.")
+
+
+# Named where each surface takes it: a CLI flag, a sidebar box.
+FOLDER_NEEDED = (
+    "The 'folder' dataset needs an image folder inside the data root, with one sub-folder of images per class: "
+    "on the command line give it with --folder; in the dashboard choose the folder dataset in the sidebar and "
+    "type it in its Image folder box."
+)
 
 
 def split_sizes(config: TrainConfig, n: int) -> tuple[int, int]:
