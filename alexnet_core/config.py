@@ -36,7 +36,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from alexnet_core.device import DEVICES
+from alexnet_core.device import DEVICE_SYNTAX, PRECISIONS, device_choices
 from alexnet_core.runfiles import write_json_atomic
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -60,6 +60,8 @@ class Setting:
     ``optional``: None is allowed. ``section`` places it on the Train form
     ("main" or "more"; None: not a form widget). ``active_when=(field, values)``:
     the form disables it unless that field has one of those values.
+    ``syntax=(regex, in words)``: a text value is checked against the regex, and
+    ``choices`` are then only what a form offers on this machine (the devices).
     """
 
     name: str
@@ -78,6 +80,7 @@ class Setting:
     active_when: tuple[str, tuple] | None = None
     hint: str = ""
     flag: bool = True
+    syntax: tuple[str, str] | None = None
 
     def choice_list(self) -> list:
         """The allowed values ([] when any value of the kind goes); a registry is asked now."""
@@ -120,6 +123,10 @@ class Setting:
         if self.kind is str:
             if not isinstance(value, str):
                 self._refuse(f"must be text, got {value!r}")
+            if self.syntax is not None:
+                if not re.fullmatch(self.syntax[0], value):
+                    raise ConfigError(f"Unknown {self.name} {value!r}; choose one of: {self.syntax[1]}.")
+                return value
             choices = self.choice_list()
             if choices and value not in choices:
                 raise ConfigError(f"Unknown {self.name} {value!r}; choose one of: {', '.join(choices)}.")
@@ -208,7 +215,9 @@ class TrainConfig:
         5, label="Epochs", help="How many passes over the training split.", minimum=1, maximum=500,
         section="main", step=1)
     batch_size: int = setting_field(
-        128, label="Batch size", help="Images per training step.", minimum=1, maximum=4096, section="main", step=1)
+        128, label="Batch size", minimum=1, maximum=4096, section="main", step=1,
+        help="Images per training step, over all processes together: the learning rate is for this batch, "
+             "and each of N processes trains on batch/N of it.")
     optimizer: str = setting_field(
         "sgd", label="Optimizer", choices=OPTIMIZERS, section="main",
         help="The update rule: SGD with momentum, Adam, or AdamW (Adam with decoupled weight decay).")
@@ -252,8 +261,19 @@ class TrainConfig:
         0, label="Seed", minimum=0, maximum=2**31 - 1, section="more", step=1,
         help="Seeds the first weights, the validation split, the shuffling and the augmentation.")
     device: str = setting_field(
-        "auto", label="Device", choices=DEVICES, section="more",
-        help="Where to train: auto takes a CUDA GPU, then an Apple GPU, then the CPU.")
+        "auto", label="Device", choices=device_choices, syntax=DEVICE_SYNTAX, section="more",
+        help="Where to train: auto takes a CUDA GPU, then an Apple GPU, then the CPU; cuda:N is GPU N.")
+    precision: str = setting_field(
+        "auto", label="Precision", choices=PRECISIONS, section="more",
+        help="Number format of the forward pass: auto is bf16 on GPUs that have it, fp16 (with a gradient "
+             "scaler) on older GPUs, fp32 on the CPU.")
+    nproc_per_node: int = setting_field(
+        1, label="Processes (DDP)", minimum=1, maximum=64, section="more", step=1,
+        help="Training processes on this machine, one per GPU, under torchrun (DistributedDataParallel); "
+             "the batch size is shared between them.")
+    compile: bool = setting_field(
+        False, label="Compile (torch.compile)", section="more",
+        help="Compile the network before training: slower to start, often faster per step on a GPU; measure it.")
     threads: int = setting_field(
         0, label="CPU threads", minimum=0, help="CPU threads for PyTorch; 0: PyTorch's default.")
     channels_last: bool | None = setting_field(
@@ -329,7 +349,6 @@ class TrainConfig:
         the batch size is checked against the training split too.
         """
         from alexnet_core import datasets, variants
-        from alexnet_core.device import resolve_device
 
         self.check_fields()
         allowed = variants.get_spec(self.variant).options
@@ -348,16 +367,43 @@ class TrainConfig:
             )
         if self.dataset == "folder" and not self.folder:
             raise ConfigError(FOLDER_NEEDED)
-        try:
-            resolve_device(self.device)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.check_machine()
         if check_data:
             ok, where = datasets.obtainable(self.dataset, self.data_root, folder=self.folder)
             if not ok:
                 raise ConfigError(f"Dataset {self.dataset!r} is not available: {where}")
         if dataset is not None:
             split_sizes(self, len(dataset.train_y))
+        return self
+
+    def check_machine(self, processes: int | None = None) -> "TrainConfig":
+        """Check that this machine can train the config as asked: the device, the precision,
+        compile and the processes; ``processes`` is the world size when torchrun runs it on
+        several machines (default ``nproc_per_node``). Returns self, or raises ``ConfigError``."""
+        import torch
+
+        from alexnet_core.device import compile_problem, resolve_device, resolve_precision
+
+        try:
+            device = resolve_device(self.device)
+            resolve_precision(self.precision, device)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.compile and (problem := compile_problem(device)):
+            raise ConfigError(problem[0].upper() + problem[1:])
+        processes = processes or self.nproc_per_node
+        if self.nproc_per_node > 1:
+            if device.type not in ("cpu", "cuda"):
+                raise ConfigError(f"Several processes (nproc_per_node) train on CUDA GPUs or the CPU, not on {device.type}.")
+            if device.type == "cuda" and ":" in self.device:
+                raise ConfigError(f"Device {self.device} names one GPU, and {self.nproc_per_node} processes need one "
+                                  "GPU each: choose device cuda or auto.")
+            if device.type == "cuda" and self.nproc_per_node > torch.cuda.device_count():
+                raise ConfigError(f"{self.nproc_per_node} processes need one GPU each, and this machine has "
+                                  f"{torch.cuda.device_count()}: lower nproc_per_node.")
+        if self.batch_size % processes:
+            raise ConfigError(f"The batch size ({self.batch_size}) is shared by {processes} processes: choose a "
+                              f"multiple of {processes}, such as {max(processes, self.batch_size // processes * processes)}.")
         return self
 
     # -- serialisation -------------------------------------------------------

@@ -4,7 +4,7 @@ Public API::
 
     evaluate(model, x_uint8, y, *, mean, std, ...) -> EvalResult
     EvalResult(loss, accuracy, labels, pred, p_pred, p_true, losses); save_npz(path)
-    autocast(device)            the mixed precision the loop and evaluation share
+    autocast(device, precision="auto")   the mixed precision of a forward pass (``device.resolve_precision``)
 
 Pure: the model's train/eval mode is restored, nothing is printed, numbers and
 arrays come back.
@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet_core.batches import prepare_batch
+from alexnet_core.device import autocast as device_autocast
+from alexnet_core.device import resolve_precision
 
 
 @dataclass
@@ -61,11 +63,10 @@ class EvalResult:
             raise
 
 
-def autocast(device: torch.device):
-    """bfloat16 autocast on CUDA; nothing elsewhere (the CPU trains in float32)."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(device: torch.device, precision: str = "auto"):
+    """The autocast of ``precision`` on ``device``: auto is bf16 on GPUs that have it, fp16 on
+    older GPUs, none on the CPU."""
+    return device_autocast(device, resolve_precision(precision, device))
 
 
 def evaluate(
@@ -80,6 +81,7 @@ def evaluate(
     size: int | None = None,
     batch_size: int = 256,
     channels_last: bool = False,
+    precision: str = "auto",
 ) -> EvalResult:
     """Evaluate ``model`` on uint8 images (N, C, H, W) under ``no_grad`` in eval mode.
 
@@ -104,7 +106,7 @@ def evaluate(
                     augment=None, channels_last=channels_last,
                 )
                 yb = labels[start : start + batch_size].to(device)
-                with autocast(device):
+                with autocast(device, precision):
                     logits = model(xb)
                 logits = logits.float()  # (B, classes)
                 probs = logits.softmax(dim=1)

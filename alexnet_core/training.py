@@ -2,9 +2,9 @@
 
 Public API::
 
-    train(config, run_dir, *, resume=False, progress=None) -> dict
+    train(config, run_dir, *, resume=False, progress=None, group=None, gpu=None) -> dict
     initial_model(config, num_classes) -> nn.Module   the weights a run starts from
-    estimate_epoch_seconds(config, steps=3, *, dataset=None) -> float
+    estimate_epoch_seconds(config, steps=3, *, dataset=None) -> float   (``estimate``)
     RecentRate, NonFiniteLoss
 
 ``config`` is a validated TrainConfig: ``runs.create_run`` validates a launch,
@@ -19,11 +19,15 @@ The loop writes everything into the run folder (``DESIGN.md``) through
 Protocol: a seeded validation split held out of the training split chooses
 ``best.pt``; the test split is measured every epoch and reported, never used to
 choose anything.
+
+Under torchrun (``group``: ``distributed.Ranks``) this is one rank of a
+DistributedDataParallel run: each rank trains on its share of every batch,
+rank 0 decides when to stop, write events and checkpoints, and alone writes the
+folder and evaluates; the folder looks as a single process leaves it.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
 import math
@@ -37,7 +41,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from alexnet_core import builders, datasets, variants
+from alexnet_core import builders, variants
 from alexnet_core.batches import prepare_batch
 from alexnet_core.checkpoints import (
     CHECKPOINT_FORMAT,
@@ -47,8 +51,11 @@ from alexnet_core.checkpoints import (
     load_checkpoint,
 )
 from alexnet_core.config import ConfigError, TrainConfig, split_sizes
-from alexnet_core.device import resolve_device, seed_everything, torch_threads
-from alexnet_core.evaluation import autocast, evaluate
+from alexnet_core.device import describe, resolve_device, resolve_precision, seed_everything, torch_threads
+from alexnet_core.distributed import SOLO, is_lost_peer
+from alexnet_core.engine import Engine
+from alexnet_core.estimate import RecentRate, estimate_epoch_seconds  # noqa: F401  (callers ask training)
+from alexnet_core.evaluation import evaluate
 from alexnet_core.predict import test_fingerprint
 from alexnet_core.runfiles import (
     MetricsWriter,
@@ -64,7 +71,6 @@ from alexnet_core.runfiles import (
 
 STEP_EVENT_INTERVAL_S = 0.25  # step events at most ~4 per second
 STATUS_INTERVAL_S = 1.0
-RATE_WINDOW_S = 10.0  # the ETA and the status line divide by the rate of the last 10 s of training
 CHECKPOINT_INTERVAL_S = 300.0  # mid-epoch last.pt, so a long epoch is never lost whole
 
 Progress = Callable[[dict], None]
@@ -72,35 +78,6 @@ Progress = Callable[[dict], None]
 
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-# --------------------------------------------------------------------------- #
-# Metrics
-
-
-class RecentRate:
-    """Images per second over about the last ``window_s`` seconds of training.
-
-    The ETA and the status line's images/s follow it, not each step event's own
-    rate: a browser opening a page on the same two cores slowed one quarter
-    second of a 10 s run to 46 images/s, and the ETA jumped to two minutes.
-    """
-
-    def __init__(self, window_s: float = RATE_WINDOW_S):
-        self.window_s = window_s
-        self._parts: collections.deque[tuple[int, float]] = collections.deque()
-        self._images, self._seconds = 0, 0.0
-
-    def add(self, images: int, seconds: float) -> float:
-        """Count ``images`` trained in ``seconds``; return the recent rate."""
-        self._parts.append((images, seconds))
-        self._images += images
-        self._seconds += seconds
-        while len(self._parts) > 1 and self._seconds - self._parts[0][1] >= self.window_s:
-            old_images, old_seconds = self._parts.popleft()
-            self._images -= old_images
-            self._seconds -= old_seconds
-        return self._images / max(self._seconds, 1e-9)
 
 
 # --------------------------------------------------------------------------- #
@@ -116,17 +93,6 @@ def initial_model(config: TrainConfig, num_classes: int) -> nn.Module:
         return builders.build_model(config, builders.model_args(config, num_classes)).eval()
 
 
-def _train_step(model: nn.Module, optimizer, criterion, xb: torch.Tensor, yb: torch.Tensor, device: torch.device):
-    """One forward, backward and optimizer step; returns (logits, loss)."""
-    with autocast(device):
-        logits = model(xb)
-        loss = criterion(logits, yb)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return logits, loss
-
-
 # --------------------------------------------------------------------------- #
 # The loop
 
@@ -138,8 +104,12 @@ class _StopRequested(Exception):
 class _Trainer:
     """One training session in a run folder (a fresh start or a resume)."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool, progress: Progress | None):
+    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool, progress: Progress | None,
+                 group=SOLO, gpu: int | None = None):
         self.config = config
+        self.group = group  # distributed.SOLO, or this rank's distributed.Ranks
+        self.main = group.is_main  # rank 0 alone writes the folder
+        self.gpu = gpu
         self.run_dir = run_dir
         self.resume = resume
         self.progress = progress
@@ -167,13 +137,21 @@ class _Trainer:
             self.progress(event)
 
     def status(self, **fields) -> None:
-        update_status(self.run_dir, **fields)
+        if self.main:
+            update_status(self.run_dir, **fields)
 
     # -- setup ---------------------------------------------------------------
 
     def setup(self) -> None:
-        config = self.config
-        self.device = resolve_device(config.device)
+        config, group = self.config, self.group
+        self.device = resolve_device(config.device, gpu=self.gpu)
+        try:
+            self.precision = resolve_precision(config.precision, self.device)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if group.world > 1:
+            config.check_machine(processes=group.world)  # the batch is shared by every process
+        self.engine = Engine(self.device, self.precision)
         self.channels_last = config.resolved_channels_last(self.device)
         self.dataset = builders.load_data(config)
         train_idx, val_idx = builders.split_indices(config, len(self.dataset.train_y))
@@ -186,8 +164,8 @@ class _Trainer:
         self.train_x = ds.train_x.to(self.device)
         self.train_y = ds.train_y.to(self.device)
         self.train_idx = train_idx.to(self.device)
-        self.val_x, self.val_y = ds.train_x[val_idx], ds.train_y[val_idx]
-        self.test_x, self.test_y = ds.test_x, ds.test_y
+        self.val_x, self.val_y = self._for_evaluation(ds.train_x[val_idx]), ds.train_y[val_idx]
+        self.test_x, self.test_y = self._for_evaluation(ds.test_x), ds.test_y
         self.model_args = builders.model_args(config, ds.num_classes)
         self.batch_kwargs = builders.batch_kwargs(self.model_args, ds, self.device, self.channels_last)
 
@@ -196,7 +174,11 @@ class _Trainer:
         self.optimizer = builders.build_optimizer(config, self.model)
         self.scheduler = builders.build_scheduler(config, self.optimizer, self.steps_per_epoch)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        self.augment_gen = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.module = self.engine.prepare(self.model, compile=config.compile, group=group)
+        other = 7919 * group.rank  # each rank draws its own dropout masks and augmentation
+        if other:
+            torch.manual_seed(config.seed + other)
+        self.augment_gen = torch.Generator(device=self.device).manual_seed(config.seed + 1 + other)
 
         self.sums = {"loss": 0.0, "correct": 0, "seen": 0, "train_time": 0.0}
 
@@ -206,6 +188,14 @@ class _Trainer:
             self._restore(load_checkpoint(checkpoint_path))
             self.resumed_from = self.epoch
             self.writer.written = f"last.pt, epoch {self.epoch}"
+
+    def _for_evaluation(self, x: torch.Tensor) -> torch.Tensor:
+        """Images rank 0 evaluates every epoch: on a GPU, kept there when they take under a
+        quarter of its free memory (no copy per batch); elsewhere as they are."""
+        if not self.main or self.device.type != "cuda":
+            return x
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return x.to(self.device) if x.numel() * x.element_size() < free / 4 else x
 
     def _restore(self, checkpoint: dict) -> None:
         self.model.load_state_dict(checkpoint["model"])
@@ -221,7 +211,11 @@ class _Trainer:
         self.best_test_acc = checkpoint.get("best_test_acc")
         self.last_test_acc = checkpoint.get("last_test_acc")
         self.sums = dict(checkpoint.get("sums") or self.sums)
+        self.engine.load_state_dict(checkpoint.get("scaler"))
         rng = checkpoint.get("rng") or {}
+        if self.group.world > 1:  # each rank's own, when the run had as many processes
+            ranks = rng.get("ranks") or []
+            rng = ranks[self.group.rank] if len(ranks) == self.group.world else (rng if self.main else {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.device.type == "cuda":
@@ -251,14 +245,21 @@ class _Trainer:
             "last_test_acc": self.last_test_acc,
         }
 
-    def _training_state(self) -> dict:
-        """What a resume needs besides the weights."""
+    def _training_state(self) -> dict | None:
+        """What a resume needs besides the weights (None on the ranks that do not write).
+        Every rank calls it at once: rank 0 gathers their random states."""
         rng = {"torch": torch.get_rng_state(), "augment": self.augment_gen.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        ranks = self.group.gather(rng)
+        if not self.main:
+            return None
+        if self.group.world > 1:
+            rng = {**rng, "ranks": ranks}
         return {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.engine.state_dict(),
             "sums": dict(self.sums),
             "rng": rng,
         }
@@ -266,12 +267,15 @@ class _Trainer:
     def save_checkpoints(self, best: bool = False) -> None:
         """Hand last.pt (and best.pt when ``best``) to the checkpoint thread."""
         self._check_finite()
+        training_state = self._training_state()
+        self.last_checkpoint_time = time.perf_counter()
+        if not self.main:
+            return
         state = self._checkpoint_state()  # one state_dict: the writer copies its tensors once for both files
         writes = [(state, self.run_dir / "best.pt")] if best else []
-        writes.append(({**state, **self._training_state()}, self.run_dir / "last.pt"))
+        writes.append(({**state, **training_state}, self.run_dir / "last.pt"))
         where = f"epoch {self.epoch}" + (f", batch {self.batch}" if self.batch else "")
         self.writer.submit(writes, f"last.pt, {where}")
-        self.last_checkpoint_time = time.perf_counter()
 
     def last_good(self) -> str | None:
         """The newest last.pt on disk, described, once a write in flight has landed (or failed:
@@ -298,10 +302,10 @@ class _Trainer:
         )
 
     def run_epoch(self) -> None:
-        config, model = self.config, self.model
+        config = self.config
         epoch = self.epoch + 1
         order = builders.epoch_order(self.config, self.train_idx, epoch)
-        model.train()
+        self.module.train()
         augment = config.augment
         # Sums since the last sync stay on the device: on a GPU they are read a few times a
         # second, not every step. On the CPU reading them is free, so NaN is caught at once.
@@ -313,13 +317,14 @@ class _Trainer:
         self.train_time_before = self.sums["train_time"]
         B = config.batch_size
         while self.batch < self.steps_per_epoch:
-            if self._stop_requested():
+            (stop,) = self.group.decide(self.main and self._stop_requested())
+            if stop:
                 self._sync()
                 raise _StopRequested
-            idx = order[self.batch * B : (self.batch + 1) * B]
+            idx = self.group.shard(order[self.batch * B : (self.batch + 1) * B])
             xb = prepare_batch(self.train_x[idx], augment=augment, generator=self.augment_gen, **self.batch_kwargs)
             yb = self.train_y[idx]
-            logits, loss = _train_step(model, self.optimizer, self.criterion, xb, yb, self.device)
+            logits, loss = self.engine.step(self.module, self.optimizer, self.criterion, xb, yb)
             if self.scheduler is not None:
                 self.scheduler.step()
             self.batch += 1
@@ -330,6 +335,8 @@ class _Trainer:
 
             now = time.perf_counter()
             event_due = now - event["start"] >= STEP_EVENT_INTERVAL_S or self.batch == self.steps_per_epoch
+            checkpoint_due = now - self.last_checkpoint_time >= CHECKPOINT_INTERVAL_S and self.batch < self.steps_per_epoch
+            event_due, checkpoint_due = self.group.decide(event_due, event_due and checkpoint_due)  # rank 0's clock
             if not (event_due or sync_every_step):
                 continue
             loss_sum, images = self._sync()  # raises NonFiniteLoss
@@ -349,19 +356,25 @@ class _Trainer:
             if now - last_status >= STATUS_INTERVAL_S:
                 last_status = now
                 self.status(epoch=self.epoch, step=self.step, batch=self.batch, images_per_s=self.rate, eta_seconds=self.eta())
-            if now - self.last_checkpoint_time >= CHECKPOINT_INTERVAL_S and self.batch < self.steps_per_epoch:
+            if checkpoint_due:
                 self.save_checkpoints()
         self._sync()
 
     def _sync(self) -> tuple[float, int]:
         """Move the device-side sums into ``self.sums``; returns (loss sum, images) moved."""
         pending = self.pending
-        loss_sum, images = float(pending["loss"]), pending["images"]
+        if self.group.world > 1:  # every rank's sums, so every rank sees the same numbers
+            images = torch.tensor(float(pending["images"]), dtype=torch.float64, device=self.device)
+            total = self.group.sum(torch.stack([pending["loss"].double(), pending["correct"].double(), images]))
+            loss_sum, correct, images = total.tolist()
+            correct, images = int(correct), int(images)
+        else:
+            loss_sum, correct, images = float(pending["loss"]), int(pending["correct"]), pending["images"]
         if not math.isfinite(loss_sum):
             self.sums["loss"] = loss_sum
             raise NonFiniteLoss(self._nan_reason(loss_sum))
         self.sums["loss"] += loss_sum
-        self.sums["correct"] += int(pending["correct"])
+        self.sums["correct"] += correct
         self.sums["seen"] += images
         self.sums["train_time"] = self.train_time_before + time.perf_counter() - self.epoch_start
         pending["loss"].zero_()
@@ -393,14 +406,21 @@ class _Trainer:
         itself gained little at 12 pixels and changed its numerics, so its
         accuracy targets would need measuring again. BatchNorm nets stay as they are.
         """
-        kwargs = dict(self.batch_kwargs, batch_size=2 * self.config.batch_size)
+        kwargs = dict(self.batch_kwargs, batch_size=2 * self.config.batch_size, precision=self.precision)
         if self.device.type != "cpu" or self.channels_last or variants.get_spec(self.config.variant).batch_norm:
             return self.model, kwargs
         copy_ = copy.deepcopy(self.model).to(memory_format=torch.channels_last)
         return copy_, dict(kwargs, channels_last=True)
 
-    def end_epoch(self) -> dict:
-        """Evaluate val and test, save predictions and checkpoints, write the epoch event."""
+    def end_epoch(self) -> dict | None:
+        """Evaluate val and test, save predictions and checkpoints, write the epoch event.
+        Rank 0 alone evaluates and writes; the other ranks join it for the checkpoint."""
+        if not self.main:
+            self._check_finite()
+            self.epoch, self.batch = self.epoch + 1, 0
+            self.sums = {"loss": 0.0, "correct": 0, "seen": 0, "train_time": 0.0}
+            self.save_checkpoints()
+            return None
         eval_start = time.perf_counter()
         model, eval_kwargs = self._eval_model()
         val = evaluate(model, self.val_x, self.val_y, **eval_kwargs) if self.n_val else None
@@ -450,25 +470,29 @@ class _Trainer:
         session_start = time.time()
         prior, _ = check_status(read_json(self.run_dir / "status.json", default=None))
         active_before = float(prior.get("active_s") or 0.0)
-        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
+        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl") if self.main else None
         self.last_checkpoint_time = time.perf_counter()
         state, error = "failed", None
         try:
-            remove_stale_temps(self.run_dir)  # left by a process killed mid-write; a live writer's are kept
+            if self.main:
+                remove_stale_temps(self.run_dir)  # left by a process killed mid-write; a live writer's are kept
             self.status(
                 state="running", pid=os.getpid(), proc_start=process_start_time(os.getpid()),
                 started=prior.get("started") or session_start, finished=None, error=None,
                 epochs=self.config.epochs, session_started=session_start, active_s=active_before,
             )
             self.setup()
+            device = describe(self.device, self.group.world, self.group.machines)
             self.status(
-                epoch=self.epoch, step=self.step, steps_per_epoch=self.steps_per_epoch, device=str(self.device),
+                epoch=self.epoch, step=self.step, steps_per_epoch=self.steps_per_epoch, device=device,
+                precision=self.precision, processes=self.group.world,
                 n_train=self.n_train, n_val=self.n_val, n_test=len(self.test_y),
                 test_fingerprint=test_fingerprint(self.dataset),  # what its predictions' indices point into
             )
             info = {
                 "epochs": self.config.epochs, "steps_per_epoch": self.steps_per_epoch, "step": self.step,
-                "n_train": self.n_train, "n_val": self.n_val, "n_test": len(self.test_y), "device": str(self.device),
+                "n_train": self.n_train, "n_val": self.n_val, "n_test": len(self.test_y), "device": device,
+                "precision": self.precision, "processes": self.group.world, "compile": self.config.compile,
                 "input_size": self.model_args["input_size"], "in_channels": self.model_args["in_channels"],
                 "num_classes": self.model_args["num_classes"], "channels_last": self.channels_last,
                 "parameters": sum(p.numel() for p in self.model.parameters()),
@@ -498,12 +522,17 @@ class _Trainer:
         except (ConfigError, CheckpointError) as exc:
             error = str(exc)
         except BaseException as exc:
+            lost = self.group.world > 1 and (is_lost_peer(exc) or self.signalled.is_set())
             if isinstance(exc, KeyboardInterrupt):
                 state, error = "interrupted", "Interrupted (Ctrl-C twice); resume continues from the last checkpoint."
+            elif lost:
+                state, error = "interrupted", ("Another process of this run ended (killed or failed: its log.txt "
+                                               "says which); resume continues from the last checkpoint.")
             else:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self._finish(state, error, session_start, active_before)
-            raise
+            if not lost:
+                self._finish(state, error, session_start, active_before)
+                raise
         self._finish(state, error, session_start, active_before)
         return {
             "state": state, "error": error, "epoch": self.epoch, "epochs": self.config.epochs, "step": self.step,
@@ -529,7 +558,8 @@ class _Trainer:
             print(f"alexnet_core: could not record the final state {state!r} in {self.run_dir}: {exc}", file=sys.stderr)
 
 
-def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, progress: Progress | None = None) -> dict:
+def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False, progress: Progress | None = None,
+          group=SOLO, gpu: int | None = None) -> dict:
     """Train ``config`` in ``run_dir`` (which must exist); return a summary dict.
 
     Writes status.json, metrics.jsonl, last.pt/best.pt and the test split's
@@ -547,52 +577,14 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
 
     ``progress`` receives every event written to metrics.jsonl (``start``,
     ``resume``, ``step``, ``epoch``, ``end``); step events carry ``eta_s``.
+
+    ``group``: this rank's ``distributed.Ranks`` under torchrun (rank 0 writes the
+    folder; a rank that loses another ends the run ``interrupted``). ``gpu``: the
+    CUDA index the run queue placed it on (``device.resolve_device``).
     """
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
         raise FileNotFoundError(f"Run folder {run_dir} does not exist.")
-    trainer = _Trainer(config, run_dir, resume, progress)
+    trainer = _Trainer(config, run_dir, resume, progress if group.is_main else None, group, gpu)
     with torch_threads(config.threads), stop_signals(trainer.signalled):
         return trainer.run()
-
-
-# --------------------------------------------------------------------------- #
-# Estimates
-
-
-def estimate_epoch_seconds(config: TrainConfig, steps: int = 3, *, dataset: "datasets.Dataset | None" = None) -> float:
-    """Seconds one epoch (training + validation + test evaluation) should take on the chosen device.
-
-    Times ``steps`` real training steps on real batches after one warm-up
-    step. Leaves the global RNG as it found it. ``dataset`` saves reloading it.
-    ``config`` is a validated one (``TrainConfig.validate``).
-    """
-    dataset = dataset or builders.load_data(config)
-    n_train, n_val = split_sizes(config, len(dataset.train_y))
-    device = resolve_device(config.device)
-    channels_last = config.resolved_channels_last(device)
-    args = builders.model_args(config, dataset.num_classes)
-    batch_kwargs = builders.batch_kwargs(args, dataset, device, channels_last)
-    with torch_threads(config.threads), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = builders.model_on_device(config, args, device, channels_last)
-        optimizer = builders.build_optimizer(config, model)
-        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-        x = dataset.train_x[: config.batch_size].to(device)
-        y = dataset.train_y[: config.batch_size].to(device)
-        model.train()
-
-        def one_step() -> None:
-            xb = prepare_batch(x, augment=config.augment, generator=generator, **batch_kwargs)
-            _, loss = _train_step(model, optimizer, criterion, xb, y, device)
-            float(loss.detach())  # waits for the device
-
-        one_step()
-        start = time.perf_counter()
-        for _ in range(max(1, steps)):
-            one_step()
-        per_step = (time.perf_counter() - start) / max(1, steps)
-    train_s = (n_train // config.batch_size) * per_step
-    eval_images = n_val + len(dataset.test_y)
-    return train_s + eval_images * per_step / config.batch_size / 3  # forward ~ a third of a step
