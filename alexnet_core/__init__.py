@@ -17,6 +17,7 @@ down; none imports another in a circle):
     training            the loop, the weights a run starts from, the epoch estimate
     runs                the run store: launch, queue, stop, resume, read
     anatomy, predict    layer tables and shape traces; predictions, confusion, uploads
+    insight             conv1's filters per epoch, nearest training images, Grad-CAM, test-set map
     __main__            the CLI: python -m alexnet_core train|eval|runs|summary ...
 """
 

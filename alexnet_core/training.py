@@ -41,7 +41,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from alexnet_core import builders, variants
+from alexnet_core import builders, insight, variants
 from alexnet_core.batches import prepare_batch
 from alexnet_core.checkpoints import (
     CHECKPOINT_FORMAT,
@@ -431,6 +431,7 @@ class _Trainer:
         path = prediction_path(self.run_dir, epoch)
         path.parent.mkdir(exist_ok=True)
         test.save_npz(path)
+        insight.save_kernels(self.run_dir, epoch, self.model)  # conv1's filters, for the "What it learned" page
 
         seen = max(self.sums["seen"], 1)
         event = {
@@ -501,6 +502,8 @@ class _Trainer:
                 self.emit({"type": "resume", "epoch": self.epoch, "batch": self.batch, **info})
             else:
                 self.emit({"type": "start", "epoch": 0, **info})
+            if self.resumed_from is None and self.main:  # the weights it starts from: conv1's filters at epoch 0
+                insight.save_kernels(self.run_dir, 0, self.model)
             try:
                 while self.epoch < self.config.epochs:
                     self.run_epoch()
