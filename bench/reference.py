@@ -27,19 +27,36 @@ from alexnet_core.variants import FastLRN
 ADAM_RESTART_EPOCHS = 5  # the LRN post: "optimizer = Adam(lr / 2 ** (epoch // 5))" every 5 epochs
 
 
-def reference_model(model: nn.Module, *, relu: bool = True) -> nn.Module:
-    """A copy of ``model`` in NCHW with every FastLRN replaced by nn.LocalResponseNorm.
-
-    ``relu=False`` also drops the ReLUs, as the MNIST post's network had none.
-    """
+def reference_model(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in NCHW with every FastLRN replaced by nn.LocalResponseNorm."""
     ref = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     for parent in ref.modules():
         for name, child in list(parent.named_children()):
             if isinstance(child, FastLRN):
                 setattr(parent, name, nn.LocalResponseNorm(child.size, child.alpha, child.beta, child.k))
-            elif not relu and isinstance(child, nn.ReLU):
-                setattr(parent, name, nn.Identity())
     return ref
+
+
+MNIST_POST_RELUS = (1, 2, 5)  # the convs the MNIST post follows with a ReLU; none after conv3, conv4 or a linear layer
+
+
+def mnist_post_model(model: nn.Module) -> nn.Module:
+    """The MNIST post's own network from our ``mnist`` variant (the same widths and layers):
+    a ReLU only after conv1, conv2 and conv5, no dropout, and PyTorch's default initialisation
+    (the post sets none). ``model`` is left as it is."""
+    post = reference_model(model)
+    convs = 0
+    for i, layer in enumerate(post.features):
+        convs += isinstance(layer, nn.Conv2d)
+        if isinstance(layer, nn.ReLU) and convs not in MNIST_POST_RELUS:
+            post.features[i] = nn.Identity()
+    for i, layer in enumerate(post.classifier):
+        if isinstance(layer, (nn.ReLU, nn.Dropout)):
+            post.classifier[i] = nn.Identity()
+    for layer in post.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            layer.reset_parameters()
+    return post
 
 
 def pil_images(x_uint8: torch.Tensor) -> list:

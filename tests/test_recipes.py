@@ -37,3 +37,29 @@ def test_a_folder_recipe_without_a_folder_names_the_sidebar_box(ui_lab):
     at = open_train(recipe="bn-catsdogs")
     assert not at.exception
     assert any("Image folder box" in e.value for e in at.error), [e.value for e in at.error]
+
+
+# --------------------------------------------------------------- the benchmark's baseline
+
+
+def test_the_benchmarks_mnist_baseline_is_the_posts_network():
+    import torch
+    from torch import nn
+
+    from alexnet_core import variants
+    from bench import reference
+
+    ours = variants.get_model("mnist", in_channels=1, num_classes=10)
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    post = reference.mnist_post_model(ours)
+    after_conv = []
+    convs = 0
+    for layer in post.features:
+        convs += isinstance(layer, nn.Conv2d)
+        if isinstance(layer, nn.ReLU):
+            after_conv.append(convs)
+    assert after_conv == [1, 2, 5]  # the post's three ReLUs
+    assert not any(isinstance(m, (nn.ReLU, nn.Dropout)) for m in post.classifier)
+    assert sum(p.numel() for p in post.parameters()) == sum(p.numel() for p in ours.parameters())
+    assert all(torch.equal(v, ours.state_dict()[k]) for k, v in before.items())  # ours untouched
+    assert post(torch.randn(2, 1, 28, 28)).shape == (2, 10)
