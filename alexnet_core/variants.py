@@ -13,6 +13,7 @@ Parameter counts at the native input, 3 channels and 1000 classes:
     bn           62,381,096
     cifar        23,272,266  (32x32, 10 classes; most of it the 4096-wide classifier)
     mnist         3,868,170  (1x28x28, 10 classes)
+    layered      62,071,144   (the paper's widths, conv2 alone in two groups)
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class VariantSpec:
     adaptive_pool: int | None = None  # AdaptiveAvgPool2d output; None: flatten size follows the input
     batch_norm: bool = False  # BatchNorm2d after every conv
     dropout: float = 0.5
+    dropout_after: bool = False  # each hidden layer as Linear, ReLU, Dropout (True) or Dropout, Linear, ReLU
     # "default" (PyTorch's), "paper" (N(0, 0.01) + paper biases) or "kaiming" (He et al. 2015:
     # keeps the activations' scale through ReLU layers, so a small net starts learning at once)
     init: str = "default"
@@ -189,7 +191,8 @@ _SPECS: dict[str, VariantSpec] = {
             name="mnist",
             title="AlexNet for 28x28 (MNIST)",
             description="32-64-128-256-256 3x3 convs for 28x28 digits, with a ReLU after every "
-            "conv and hidden linear layer (the post it follows left them out).",
+            "conv and hidden linear layer (the post it follows has them only after conv1, conv2 and conv5), "
+            "dropout 0.5 before each hidden linear layer (the post has none) and He initialisation.",
             source="AlexNet-on-MNIST blog post",
             input_size=28,
             in_channels=1,
@@ -205,6 +208,30 @@ _SPECS: dict[str, VariantSpec] = {
             ),
             hidden=(1024, 512),
             init="kaiming",
+        ),
+        VariantSpec(
+            name="layered",
+            title="AlexNet layer by layer (survey post)",
+            description="The survey post's layered network: the paper's 96-256-384-384-256 convs, LRN after the "
+            "first two pools (its hand-written LRN, which is k=1), conv2 alone in two groups, and dropout 0.5 "
+            "after each hidden layer's ReLU; PyTorch's default initialisation.",
+            source="The survey post's layer-by-layer AlexNet",
+            input_size=227,
+            in_channels=3,
+            features=(
+                Conv(96, 11, stride=4),  # (N, 96, 55, 55) at 227
+                Pool(3, 2),  # (N, 96, 27, 27)
+                LRN(k=1.0),
+                Conv(256, 5, padding=2, groups=2),
+                Pool(3, 2),  # (N, 256, 13, 13)
+                LRN(k=1.0),
+                Conv(384, 3, padding=1),
+                Conv(384, 3, padding=1),
+                Conv(256, 3, padding=1),
+                Pool(3, 2),  # (N, 256, 6, 6)
+            ),
+            hidden=(4096, 4096),
+            dropout_after=True,
         ),
     )
 }
@@ -349,7 +376,10 @@ class AlexNet(nn.Module):
             linear = nn.Linear(width, hidden)
             self._init(linear, spec.hidden_bias_init)
             # Dropout is not in-place: an in-place dropout on a ReLU's output breaks backward.
-            head += [nn.Dropout(spec.dropout), linear, nn.ReLU(inplace=True)]
+            if spec.dropout_after:
+                head += [linear, nn.ReLU(inplace=True), nn.Dropout(spec.dropout)]
+            else:
+                head += [nn.Dropout(spec.dropout), linear, nn.ReLU(inplace=True)]
             width = hidden
         out = nn.Linear(width, num_classes)
         self._init(out, 0.0, nonlinearity="linear")

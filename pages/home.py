@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from alexnet_core import datasets
+from alexnet_core import datasets, variants
 from alexnet_core.config import get_recipe
 from ui import choice
 from ui.cached import launch_once
@@ -11,7 +11,7 @@ from ui.formatting import error_ui, md
 st.title("AlexNet Lab")
 st.markdown(
     "AlexNet Lab lets you take apart **AlexNet**, the network that won ImageNet in 2012, "
-    "in six named variants from the paper, torchvision and well-known blog posts. "
+    f"in {len(variants.list_models())} named variants from the paper, torchvision and well-known blog posts. "
     "Pick a variant and a dataset in the sidebar, read every layer's shape and size, "
     "and train it in the background while the loss and accuracy curves update live. "
     "Then look at the test images it gets wrong, one by one."

@@ -48,7 +48,7 @@ TINY = ["--variant", "mnist", "--dataset", "digits", "--input-size", "12", "--ep
 
 def test_variants_datasets_and_recipes_list_the_registries(workdir):
     out = cli("variants", workdir=workdir).stdout
-    for name in ("paper", "torchvision", "lrn", "bn", "cifar", "mnist"):
+    for name in ("paper", "torchvision", "lrn", "bn", "cifar", "mnist", "layered"):
         assert f"\n{name} " in out
     assert "3x227x227" in out and "1x28x28" in out
 

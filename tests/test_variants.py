@@ -13,8 +13,8 @@ def _seed():
     torch.manual_seed(0)
 
 
-def test_registry_lists_the_six_variants():
-    assert list_models() == ["paper", "torchvision", "lrn", "bn", "cifar", "mnist"]
+def test_registry_lists_the_seven_variants():
+    assert list_models() == ["paper", "torchvision", "lrn", "bn", "cifar", "mnist", "layered"]
     for name in list_models():
         spec = get_spec(name)
         assert spec.description and spec.source
@@ -23,7 +23,7 @@ def test_registry_lists_the_six_variants():
 
 @pytest.mark.parametrize("bad", ["alexnet", "", "Paper", None])
 def test_unknown_variant_lists_the_valid_names(bad):
-    with pytest.raises(ValueError, match="paper, torchvision, lrn, bn, cifar, mnist"):
+    with pytest.raises(ValueError, match="paper, torchvision, lrn, bn, cifar, mnist, layered"):
         get_model(bad)
 
 
@@ -97,6 +97,22 @@ def test_paper_has_lrn_after_conv1_and_conv2_and_overlapping_pools():
     assert kinds[4:8] == ["Conv2d", "ReLU", "FastLRN", "MaxPool2d"]
     pools = [m for m in get_model("paper").features if isinstance(m, nn.MaxPool2d)]
     assert all(p.kernel_size == 3 and p.stride == 2 for p in pools)
+
+
+def test_layered_is_the_survey_posts_network():
+    model = get_model("layered", 3, 1000)
+    assert _count(model) == 62_071_144
+    kinds = [type(m).__name__ for m in model.features]
+    assert kinds[:4] == ["Conv2d", "ReLU", "MaxPool2d", "FastLRN"]  # LRN after the pool
+    assert kinds[4:8] == ["Conv2d", "ReLU", "MaxPool2d", "FastLRN"]
+    lrns = [m for m in model.features if isinstance(m, FastLRN)]
+    assert all((m.size, m.alpha, m.beta, m.k) == (5, 1e-4, 0.75, 1.0) for m in lrns)  # the post's hand-written LRN
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [96, 256, 384, 384, 256]
+    assert [c.groups for c in convs] == [1, 2, 1, 1, 1]  # conv2 alone in two groups
+    assert [type(m).__name__ for m in model.classifier] == [
+        "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]  # dropout after FC + ReLU
+    assert model(torch.randn(1, 3, 227, 227)).shape == (1, 1000)
 
 
 def test_no_inplace_dropout_after_relu():
