@@ -2,6 +2,8 @@
 # Install everything AlexNet Lab needs into ./.venv (idempotent).
 #   scripts/setup.sh          Python packages only: enough for the app on the bundled digits
 #   scripts/setup.sh --test   also Debian's chromium (browser tests) and dataset-fashion-mnist
+# The first install takes a few minutes and about 6 GB of disk: pip shows its progress.
+# PyTorch's CPU-only build instead of the CUDA one (about 2 GB installed instead of 6): README.md, Start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,12 +30,21 @@ if [[ ! -x .venv/bin/python ]]; then
   if ! "$python" -c "import ensurepip" 2>/dev/null && command -v apt-get >/dev/null; then
     apt_install python3-venv
   fi
+  echo "Creating a Python virtual environment in .venv"
   "$python" -m venv .venv
 fi
 stamp=.venv/.requirements.sha
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r requirements.txt
+  echo "Updating pip in .venv"
+  .venv/bin/python -m pip install --upgrade pip
+  if .venv/bin/python -c "import torch" 2>/dev/null; then
+    echo "Installing the Python packages of requirements.txt into .venv (PyTorch is there already)"
+  else
+    echo "Installing the Python packages of requirements.txt into .venv: PyTorch with its NVIDIA libraries,"
+    echo "Streamlit and the rest: about 6 GB once installed. This takes a few minutes."
+  fi
+  .venv/bin/python -m pip install -r requirements.txt
   echo "$want" >"$stamp"
+  echo "Installed. Next time this step is skipped until requirements.txt changes."
 fi
