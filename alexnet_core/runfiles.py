@@ -282,7 +282,7 @@ _STATUS_FIELDS = {
        for name in ("active_s", "eta_seconds", "images_per_s")},
     **{name: (lambda v: _real(v, 0, 1), "an accuracy between 0 and 1")
        for name in ("best_val_acc", "test_acc", "last_test_acc")},
-    **{name: (lambda v: isinstance(v, str), "text") for name in ("error", "device")},
+    **{name: (lambda v: isinstance(v, str), "text") for name in ("error", "device", "owner")},
 }
 # config.json fields the run table shows
 _CONFIG_FIELDS = {
@@ -290,6 +290,9 @@ _CONFIG_FIELDS = {
     "dataset": (lambda v: isinstance(v, str), "a dataset name"),
     "recipe": (lambda v: v is None or isinstance(v, str), "a recipe name"),
     "epochs": (lambda v: _whole(v, 1, _MAX_COUNT), "a whole number of 1 or more"),
+    "lr": (lambda v: _real(v, 0, math.inf) and v > 0, "a learning rate above 0"),
+    "batch_size": (lambda v: _whole(v, 1, _MAX_COUNT), "a whole number of 1 or more"),
+    "input_size": (lambda v: _whole(v, 1, _MAX_COUNT), "a size in pixels"),
 }
 
 

@@ -22,7 +22,7 @@ states) are ``runfiles``; this module works with run ids.
 
 Public API::
 
-    launch(config, runs_dir=None) -> run_id
+    launch(config, runs_dir=None, *, owner=None) -> run_id   (owner: an opaque id of who launched it)
     stop(run_id, runs_dir=None) -> None
     resume(run_id, runs_dir=None) -> None
     delete_run(run_id, runs_dir=None) -> None     (also removes a damaged run)
@@ -39,7 +39,7 @@ Public API::
     evaluate_run(run_id, which="best", runs_dir=None) -> (evaluation.EvalResult, info dict)
     log_tail(run_id, lines=50, runs_dir=None) -> str
     run_path(run_id, runs_dir=None) -> Path
-    create_run(config, runs_dir=None) -> run_id      (validates; the folder, without starting it)
+    create_run(config, runs_dir=None, *, owner=None) -> run_id   (validates; the folder, without starting it)
     RunError(ValueError)                             a run operation that cannot be done, as a sentence
     run_worker(run_dir, *, resume=False, progress=None) -> dict   (the training process's body)
 """
@@ -96,7 +96,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 RUN_COLUMNS = [
     "id", "variant", "dataset", "recipe", "state", "epoch", "epochs", "best_val_acc", "test_acc",
-    "last_test_acc", "duration_s", "created", "error",
+    "last_test_acc", "duration_s", "created", "error", "lr", "batch_size", "input_size", "owner",
 ]
 
 
@@ -168,13 +168,14 @@ def max_concurrent_runs() -> int:
 # Launch, stop, resume, delete
 
 
-def create_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> str:
+def create_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None, *, owner: str | None = None) -> str:
     """Validate ``config`` (dataset availability included) and create its run folder as ``queued``.
 
     Returns the new run id. Nothing is started; ``launch`` also starts it. The
     folder is written under a hidden name and renamed into place whole, so no
     reader sees it half-made. A runs folder that cannot be written (a full
-    disk, read-only) raises ``RunError`` saying so.
+    disk, read-only) raises ``RunError`` saying so. ``owner``, an opaque id of
+    who launched it, is kept in status.json for the run's life (resumes included).
     """
     config.validate(check_data=True)
     root = paths.runs_root(runs_dir)
@@ -189,7 +190,7 @@ def create_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -
             now = time.time()
             write_json_atomic(staging / "status.json", {
                 "id": run_id, "state": "queued", "pid": None, "proc_start": None, "created": now, "queued_at": now,
-                "updated": now, "epoch": 0, "epochs": config.epochs, "step": 0, "error": None,
+                "updated": now, "epoch": 0, "epochs": config.epochs, "step": 0, "error": None, "owner": owner,
             })
             try:
                 os.rename(staging, root / run_id)  # atomic: two launches never share a folder
@@ -203,13 +204,13 @@ def create_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -
         raise RunError(f"Cannot create a run in {root}: {reason}.") from None
 
 
-def launch(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> str:
+def launch(config: TrainConfig, runs_dir: str | os.PathLike | None = None, *, owner: str | None = None) -> str:
     """Create a run and start its training process detached; return the run id at once.
 
     Raises ``ConfigError`` (a sentence for the student) when the config cannot run.
     The process waits as ``queued`` while ``max_concurrent_runs()`` others train.
     """
-    run_id = create_run(config, runs_dir)
+    run_id = create_run(config, runs_dir, owner=owner)
     _spawn(run_path(run_id, runs_dir), resume=False)
     return run_id
 
@@ -356,7 +357,8 @@ def _run_dirs(root: Path) -> list[Path]:
 def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
     """Every run, newest first: id, variant, dataset, recipe, state, epoch, epochs,
     best_val_acc, test_acc (at the best validation epoch), last_test_acc,
-    duration_s (training time), created (datetime), error.
+    duration_s (training time), created (datetime), error, lr, batch_size,
+    input_size (None: the variant's own), owner (``create_run``).
 
     A damaged run (``status``) is listed with state ``damaged``, the reason in
     ``error`` and whatever of its files could be read; one bad run never keeps
@@ -377,6 +379,7 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
             "epochs": config.get("epochs", st.get("epochs")), "best_val_acc": st.get("best_val_acc"), "test_acc": st.get("test_acc"),
             "last_test_acc": st.get("last_test_acc"), "duration_s": duration,
             "created": datetime.fromtimestamp(st["created"]) if st.get("created") else None, "error": st.get("error"),
+            **{key: config.get(key) for key in ("lr", "batch_size", "input_size")}, "owner": st.get("owner"),
         })
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
