@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from alexnet_core import runs
+from alexnet_core import runs, variants
 from alexnet_core.runfiles import ACTIVE_STATES
-from ui import cached, choice
+from ui import cached, choice, classroom
 from ui.charts import lines_figure
 from ui.formatting import error_ui, format_duration, md, percent, table_ui
 from ui.live import forget_run_metrics
@@ -35,16 +35,37 @@ def format_runs(frame: pd.DataFrame) -> pd.DataFrame:
             out[col] = out[col].map(percent)
     if "duration_s" in out:
         out["duration_s"] = out["duration_s"].map(format_duration)
-    # Short headers and no "created" column (the id starts with it): at 1280 pixels the
-    # duration was cut off on a projector.
-    out = out.rename(columns={"best_val_acc": "best val.", "test_acc": "test", "duration_s": "duration"})
-    keep = ["id", "variant", "dataset", "state", "epochs", "best val.", "test", "duration"]
+    if "lr" in out:
+        out["lr"] = out["lr"].map(lambda lr: "" if pd.isna(lr) else f"{lr:g}")
+    if "input_size" in out:
+        out["input_size"] = [input_side(v, s) for v, s in zip(out["variant"], out["input_size"])]
+    if "batch_size" in out:
+        out["batch_size"] = out["batch_size"].map(lambda b: "" if pd.isna(b) else f"{int(b)}")
+    # Short headers, no "created" column (the id starts with it), and the run's short name
+    # first: at 1280 pixels the duration was cut off on a projector. What the name already
+    # says (variant, dataset) and the full id follow, a sideways scroll away.
+    out = out.rename(columns={"best_val_acc": "best val.", "test_acc": "test", "duration_s": "duration",
+                              "batch_size": "batch", "input_size": "size", "name": "run"})
+    settings = ["size", "batch", "lr", "state", "epochs", "best val.", "test", "duration"]
+    keep = (["run", *settings, "variant", "dataset", "id"] if "run" in out.columns
+            else ["id", "variant", "dataset", *settings])
     return out[[c for c in keep if c in out.columns]]
 
 
-def compare_ui(ids: list[str]) -> None:
+def input_side(variant, size) -> str:
+    """The side a run trained at: its input size, else its variant's own ("" when unknown)."""
+    if not pd.isna(size):
+        return f"{int(size)}"
+    try:
+        return f"{variants.get_spec(variant).input_size}"
+    except (ValueError, TypeError):
+        return ""
+
+
+def compare_ui(ids: list[str], names: dict[str, str]) -> None:
     c1, c2 = st.columns([3, 1])
-    chosen = c1.multiselect("Runs to overlay", ids, default=ids[: min(4, len(ids))], key="compare_runs")
+    chosen = c1.multiselect("Runs to overlay", ids, default=ids[: min(4, len(ids))], key="compare_runs",
+                            format_func=lambda rid: names.get(rid, rid))
     metric = c2.selectbox("Curve", list(CURVES), format_func=CURVES.get, key="compare_metric")
     if not chosen:
         st.caption("Pick one or more runs to overlay their curves.")
@@ -80,6 +101,8 @@ def csv_reader(run_id: str, which: str):
 
 def delete(run_id: str) -> None:
     try:
+        if not classroom.may_manage(runs.status(run_id).get("owner")):
+            raise runs.RunError(classroom.not_yours("delete"))
         runs.delete_run(run_id)
     except Exception as exc:
         st.session_state["_delete_error"] = f"Run {run_id} could not be deleted: {exc}"
@@ -89,7 +112,7 @@ def delete(run_id: str) -> None:
     st.session_state.pop("confirm_delete", None)
 
 
-def files_ui(ids: list[str]) -> None:
+def files_ui(ids: list[str], names: dict[str, str]) -> None:
     if err := st.session_state.pop("_delete_error", None):
         error_ui(err)
     if gone := st.session_state.pop("_deleted", None):
@@ -97,7 +120,7 @@ def files_ui(ids: list[str]) -> None:
     focus = st.session_state.get("focus_run")
     if st.session_state.get("files_run") not in ids:
         st.session_state["files_run"] = focus if focus in ids else ids[0]
-    run_id = st.selectbox("Run", ids, key="files_run")
+    run_id = st.selectbox("Run", ids, key="files_run", format_func=lambda rid: f"{names.get(rid, rid)} ({rid})")
     folder = runs.run_path(run_id)
     try:
         status = runs.status(run_id)
@@ -106,7 +129,7 @@ def files_ui(ids: list[str]) -> None:
         return
     if status.get("state") == "damaged":  # nothing in it can be trusted: only deleting it is offered
         error_ui(status.get("error") or "This run is damaged.")
-        delete_ui(run_id, active=False)
+        delete_ui(run_id, active=False, owner=status.get("owner"))
         return
     # Every file is read when its button is clicked, not on each rerun.
     c1, c2, c3, c4 = st.columns(4)
@@ -127,11 +150,15 @@ def files_ui(ids: list[str]) -> None:
     else:
         c4.caption("No best.pt yet: it is written after the first epoch.")
 
-    delete_ui(run_id, active=status.get("state") in ACTIVE_STATES)
+    delete_ui(run_id, active=status.get("state") in ACTIVE_STATES, owner=status.get("owner"))
 
 
-def delete_ui(run_id: str, *, active: bool) -> None:
-    """Delete, after a confirmation; not while the run trains."""
+def delete_ui(run_id: str, *, active: bool, owner) -> None:
+    """Delete, after a confirmation; not while the run trains, and in classroom mode only
+    by whoever launched it or the teacher."""
+    if not classroom.may_manage(owner):
+        st.caption(classroom.not_yours("delete"))
+        return
     if st.session_state.get("confirm_delete") != run_id:
         st.button("Delete this run…", icon=":material/delete:", key="ask_delete", disabled=active,
                   help="Stop the run first." if active else "Deletes the run's folder: weights, metrics and predictions.",
@@ -147,6 +174,8 @@ def delete_ui(run_id: str, *, active: bool) -> None:
 
 
 st.title("Runs")
+with st.sidebar:
+    classroom.teacher_ui()
 
 frame = cached.list_runs()
 ids = choice.run_ids_newest_first(frame)
@@ -157,7 +186,7 @@ if not ids:
 
 shown = format_runs(frame)
 if len(shown) <= TABLE_ROWS:
-    table_ui(shown, right=("epochs", "best val.", "test", "duration"))
+    table_ui(shown, right=("size", "batch", "lr", "epochs", "best val.", "test", "duration"))
 else:
     st.dataframe(shown, hide_index=True, width="stretch")
 if "error" in frame:
@@ -166,10 +195,11 @@ if "error" in frame:
 
 st.subheader("Compare curves")
 states = dict(zip(frame["id"], frame["state"]))
-compare_ui([rid for rid in ids if states.get(rid) != "damaged"])  # a damaged run's metrics cannot be trusted
+names = choice.run_names(frame)
+compare_ui([rid for rid in ids if states.get(rid) != "damaged"], names)  # a damaged run's metrics cannot be trusted
 
 # Drawn only while open: the buttons stay out of the page's first load.
 files = st.expander("Download or delete a run", icon=":material/folder_open:", key="run_files", on_change="rerun")
 if files.open:
     with files:
-        files_ui(ids)
+        files_ui(ids, names)

@@ -11,7 +11,7 @@ from alexnet_core import variants
 from alexnet_core.config import SETTINGS, ConfigError, Recipe, TrainConfig, get_recipe, list_recipes, split_sizes
 from alexnet_core.device import available_memory_mb
 from alexnet_core.runfiles import ACTIVE_STATES
-from ui import cached, choice
+from ui import cached, choice, classroom
 from ui.formatting import error_ui, format_duration, md
 from ui.live import watch_ui
 
@@ -208,6 +208,9 @@ def settings_ui(sel: choice.Selection, busy: bool) -> None:
         st.markdown(f"Trains **{variant}** on **{dataset}** at **{size}x{size}**.")
     config = form_ui(recipe, sel)
     can_launch = estimate_ui(config, busy=busy)
+    if refusal := classroom.launch_refusal():  # one person's share of the single training slot
+        st.warning(refusal, icon=":material/groups:")
+        can_launch = False
     st.button("Launch training", icon=":material/rocket_launch:", type="primary", disabled=not can_launch,
               key="launch", on_click=launch, args=(recipe.name,))
     launch_message_ui()

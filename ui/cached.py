@@ -14,6 +14,7 @@ import streamlit as st
 from alexnet_core import anatomy, datasets, paths, predict, runs, training, variants
 from alexnet_core.config import ConfigError, TrainConfig
 from ui.choice import Selection, defaults, session_id
+from ui.classroom import launch_refusal, owner_id
 from ui.formatting import error_ui
 
 
@@ -263,7 +264,8 @@ def _launch_guard() -> tuple[threading.Lock, dict[str, tuple[str, float, str]]]:
 def launch_once(config: TrainConfig) -> tuple[str, bool]:
     """Launch ``config`` unless this browser session launched the same settings in the
     last few seconds. Returns (run id, whether it is a new run). Raises what
-    ``runs.launch`` raises (a ConfigError for settings that cannot train)."""
+    ``runs.launch`` raises (a ConfigError for settings that cannot train), and
+    ``runs.RunError`` when classroom mode refuses this person another run."""
     signature = repr(config.to_dict())
     lock, recent = _launch_guard()
     key = session_id()
@@ -272,7 +274,9 @@ def launch_once(config: TrainConfig) -> tuple[str, bool]:
         now = time.monotonic()
         if last and last[0] == signature and now - last[1] < RELAUNCH_GUARD_S:
             return last[2], False
-        run_id = runs.launch(config)
+        if refusal := launch_refusal():
+            raise runs.RunError(refusal)
+        run_id = runs.launch(config, owner=owner_id())
         recent[key] = (signature, now, run_id)
         for other, (_, when, _) in list(recent.items()):  # forget sessions long gone
             if now - when > 3600:

@@ -9,6 +9,11 @@ rate; beyond that every session slows by the power of two that keeps the total
 near ``FREE_VIEWERS`` sessions' worth (twenty viewers: 8x). Powers of two, so
 that an audience growing one by one changes a page's pace only a few times
 (each change is a full rerun of that page).
+
+The audience is the sessions of this server whose page refreshed the run's
+status lately: a session counts from its id in ``st.session_state``, which only
+the server makes, and stops counting once it has missed a few refreshes at its
+pace (a tab closed or reloaded, a page switched) or watches another run.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import streamlit as st
 
 from alexnet_core import paths, runs
 from alexnet_core.runfiles import ACTIVE_STATES
+from ui import classroom
 from ui.charts import accuracy_figure, loss_figure
 from ui.choice import PREDICTIONS, pick_run_ui, run_ids_newest_first, session_id
 from ui.formatting import error_ui, format_duration, percent
@@ -31,6 +37,10 @@ CHARTS_EVERY_S = 5
 FREE_VIEWERS = 3
 MAX_SCALE = 16
 SEEN_FOR_S = 90.0  # longer than the slowest refresh, so an audience at that pace still counts itself
+# A session that has not refreshed for this many of its refreshes, and a little more (a
+# busy server's rerun comes late), has left: two tabs read two pages, not four.
+MISSED_REFRESHES = 3
+LATE_S = 10.0
 # A run's step events kept for its chart: past this, every other one is dropped (the
 # chart shows a few hundred points; a 200 MB metrics file kept 1.9 GB in the server).
 MAX_STEP_ROWS = 20_000
@@ -54,32 +64,54 @@ def refresh_scale(viewers: int) -> int:
     return scale
 
 
-class Audience:
-    """The sessions watching one run, each with the time it last refreshed. Thread-safe:
-    Streamlit runs every session's script in a thread of its own."""
+def status_every_s(viewers: int) -> float:
+    """How often each of ``viewers`` sessions refreshes a run's status, in seconds."""
+    return STATUS_EVERY_S * refresh_scale(viewers)
 
-    def __init__(self, seen_for_s: float = SEEN_FOR_S, clock=time.monotonic):
+
+class Audience:
+    """The sessions watching one run, each until the time it has left by. Thread-safe:
+    Streamlit runs every session's script in a thread of its own.
+
+    With ``pace`` (viewers -> seconds between a session's refreshes), a session has
+    left once it missed ``MISSED_REFRESHES`` of them (plus ``LATE_S``); at most
+    ``seen_for_s`` after it was last seen in any case.
+    """
+
+    def __init__(self, seen_for_s: float = SEEN_FOR_S, clock=time.monotonic, pace=None):
         self.seen_for_s = seen_for_s
-        self._clock = clock
+        self.clock = clock
+        self.pace = pace
         self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
+        self._until: dict[str, float] = {}
 
     def seen(self, session: str) -> int:
         """Record that ``session`` refreshed now; return how many sessions are watching."""
         with self._lock:
-            now = self._clock()
-            self._last[session] = now
-            return self._count(now)
+            now = self.clock()
+            self._forget_gone(now)
+            self._until[session] = now
+            watching = len(self._until)
+            keep = self.seen_for_s
+            if self.pace is not None:
+                keep = min(keep, MISSED_REFRESHES * self.pace(watching) + LATE_S)
+            self._until[session] = now + keep
+            return watching
+
+    def leave(self, session: str) -> None:
+        """``session`` no longer watches (it picked another run)."""
+        with self._lock:
+            self._until.pop(session, None)
 
     def count(self) -> int:
         with self._lock:
-            return self._count(self._clock())
+            self._forget_gone(self.clock())
+            return len(self._until)
 
-    def _count(self, now: float) -> int:
-        for session, when in list(self._last.items()):
-            if now - when > self.seen_for_s:
-                del self._last[session]
-        return len(self._last)
+    def _forget_gone(self, now: float) -> None:
+        for session, until in list(self._until.items()):
+            if now > until:
+                del self._until[session]
 
 
 class RunMetrics:
@@ -98,7 +130,7 @@ class RunMetrics:
         self.version = 0
         self.built: tuple[pd.DataFrame, pd.DataFrame, go.Figure, go.Figure] | None = None
         self.built_version = -1
-        self.audience = Audience()
+        self.audience = Audience(pace=status_every_s)
 
     def _read(self) -> None:
         path = runs.run_path(self.run_id, self.runs_dir) / "metrics.jsonl"
@@ -186,6 +218,11 @@ def watch_ui(frame: pd.DataFrame) -> None:
         return
     run_id = pick_run_ui(ids, frame)
     active = dict(zip(frame["id"], frame["state"])).get(run_id) in ACTIVE_STATES
+    watched = st.session_state.pop("_watching", None)
+    if watched is not None and watched != run_id:  # it counts in the audience of one run at a time
+        run_metrics(watched).audience.leave(session_id())
+    if active:
+        st.session_state["_watching"] = run_id
     scale = refresh_scale(run_metrics(run_id).audience.seen(session_id())) if active else 1
     st.fragment(_status_view, run_every=STATUS_EVERY_S * scale if active else None)(run_id, active, scale)
     st.fragment(_charts_view, run_every=CHARTS_EVERY_S * scale if active else None)(run_id, active)
@@ -209,7 +246,7 @@ def _status_view(run_id: str, active: bool, scale: int) -> None:
         st.markdown(f"#### {STATE_ICONS.get(state, '')} Run `{run_id}` is **{state}**")
         st.progress(fraction, text=text or state)
     with controls:
-        _controls_ui(run_id, state)
+        _controls_ui(run_id, state, status.get("owner"))
     if scale > 1:
         st.caption(
             f":material/groups: {viewers} pages are watching this run, so each refreshes its progress every "
@@ -254,8 +291,12 @@ def _act(action, run_id: str, failure: str, done=None) -> None:
             done()
 
 
-def _controls_ui(run_id: str, state: str) -> None:
-    if state == "queued":
+def _controls_ui(run_id: str, state: str, owner) -> None:
+    action = {"queued": "cancel", "running": "stop", "stopped": "resume", "interrupted": "resume",
+              "failed": "resume"}.get(state)
+    if action and not classroom.may_manage(owner):
+        st.caption(classroom.not_yours(action))
+    elif state == "queued":
         if st.button("Cancel", icon=":material/cancel:", key=f"cancel:{run_id}", width="stretch",
                      help="Takes the run out of the queue before it starts."):
             _act(runs.stop, run_id, "The run could not be cancelled.", st.rerun)
