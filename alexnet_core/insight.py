@@ -8,7 +8,7 @@ Public API::
 
     hidden_features(model, x_uint8, *, mean, std) -> float16 (N, D)   the last hidden layer
     run_features(run_dir, dataset, which="best", progress=None) -> Features   cached in the run folder
-    features_ready(run_dir, dataset, which="best") -> bool
+    features_ready(run_dir, dataset, which="best") -> bool;  checkpoint_stamp(run_dir, which="best")
     nearest(train_features, query, k=8, labels=None) -> DataFrame index, (label,) distance
 
     model_input(model, x_uint8, *, mean, std) -> float32 model input
@@ -216,10 +216,11 @@ def features_path(run_dir: str | os.PathLike, which: str = "best") -> Path:
     return Path(run_dir) / f"features-{which}.npz"
 
 
-def _checkpoint_stamp(run_dir: Path, which: str) -> tuple[int, int, int]:
-    """Size, mtime and inode: a checkpoint is replaced by a rename, so a new one has a new inode
-    even within the file system's clock tick."""
-    stat = (run_dir / f"{which}.pt").stat()  # FileNotFoundError for a run without weights
+def checkpoint_stamp(run_dir: str | os.PathLike, which: str = "best") -> tuple[int, int, int]:
+    """What tells one ``which``.pt from the next: size, mtime and inode (a checkpoint is replaced
+    by a rename, so a new one has a new inode even within the file system's clock tick).
+    FileNotFoundError for a run without it."""
+    stat = (Path(run_dir) / f"{which}.pt").stat()
     return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
@@ -227,7 +228,7 @@ def _cache_matches(run_dir: Path, which: str, dataset) -> bool:
     """Whether the kept features belong to this checkpoint and dataset (reads a few numbers)."""
     kept = _load_npz(features_path(run_dir, which), ["stamp", "sizes"])
     try:
-        stamp = _checkpoint_stamp(run_dir, which)
+        stamp = checkpoint_stamp(run_dir, which)
     except OSError:
         return False
     return (kept is not None and tuple(int(v) for v in kept["stamp"]) == stamp
@@ -275,7 +276,7 @@ def run_features(run_dir: str | os.PathLike, dataset, which: str = "best", progr
         found = _read_features(run_dir, which, dataset)
         if found is not None:
             return found
-        stamp = _checkpoint_stamp(run_dir, which)
+        stamp = checkpoint_stamp(run_dir, which)
         checkpoint = checkpoints.load_checkpoint(run_dir / f"{which}.pt")
         model = checkpoints.model_from_checkpoint(checkpoint).to(memory_format=torch.channels_last)
         mean, std = checkpoint.get("mean") or dataset.mean, checkpoint.get("std") or dataset.std
@@ -409,7 +410,7 @@ def heat_tile(x_uint8, cam: np.ndarray, correct: bool | None, *, target: int = 1
     inner = tile[border : border + h, border : border + w].astype(np.float32)
     heat = F.interpolate(torch.as_tensor(cam, dtype=torch.float32)[None, None], size=(h, w),
                          mode="bilinear", align_corners=False)[0, 0].clamp(0, 1).numpy()
-    alpha = (0.3 + 0.5 * heat)[..., None]
+    alpha = (0.2 + 0.45 * heat)[..., None]  # the picture stays legible under the hottest spot
     tile[border : border + h, border : border + w] = (inner * (1 - alpha) + heat_colours(heat) * alpha).round()
     return tile
 

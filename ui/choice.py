@@ -22,6 +22,7 @@ HOME = str(_PAGES / "home.py")
 MODEL = str(_PAGES / "model.py")
 TRAIN = str(_PAGES / "train.py")
 PREDICTIONS = str(_PAGES / "predictions.py")
+LEARNED = str(_PAGES / "learned.py")
 RUNS = str(_PAGES / "runs.py")
 
 

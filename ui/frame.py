@@ -17,6 +17,7 @@ page = st.navigation([
     st.Page(choice.MODEL, title="Model", icon=":material/account_tree:", url_path="model"),
     st.Page(choice.TRAIN, title="Train", icon=":material/model_training:", url_path="train"),
     st.Page(choice.PREDICTIONS, title="Predictions", icon=":material/image_search:", url_path="predictions"),
+    st.Page(choice.LEARNED, title="What it learned", icon=":material/psychology:", url_path="learned"),
     st.Page(choice.RUNS, title="Runs", icon=":material/history:", url_path="runs"),
 ])
 st.session_state["_selection"] = choice.sidebar_ui()
