@@ -1,4 +1,4 @@
-"""Model anatomy: the layer table, the shape trace, input sizes, feature maps.
+"""Model anatomy: the layers' names, the layer table, the shape trace, input sizes, feature maps.
 
 Everything returns plain DataFrames, dicts or tensors, so the Model page, the
 CLI and the tests share it.
@@ -13,18 +13,73 @@ import torch
 import torchinfo
 from torch import nn
 
-from .variants import AlexNet, FastLRN, get_model, get_spec, list_models, min_input_size, out_size
+from .variants import AlexNet, FastLRN, feature_size, get_model, get_spec, list_models, min_input_size, out_size
 
 __all__ = [
     "accepted_sizes",
     "check_input_size",
+    "classifier_input",
     "compare_variants",
     "feature_maps",
     "forward_shapes",
+    "layer_kind",
+    "layer_names",
     "layer_table",
     "min_input_size",
     "shape_trace",
 ]
+
+
+# Each layer's kind in a student's words, not PyTorch's class names (FastLRN, Conv2d).
+_KINDS = (
+    (nn.Conv2d, "convolution"),
+    (nn.MaxPool2d, "max pool"),
+    ((FastLRN, nn.LocalResponseNorm), "LRN"),
+    (nn.BatchNorm2d, "BatchNorm"),
+    (nn.ReLU, "ReLU"),
+    (nn.Dropout, "dropout"),
+    (nn.Linear, "fully connected"),
+    (nn.AdaptiveAvgPool2d, "average pool"),
+    (nn.Identity, "none"),
+)
+# The short name of each kind a conv or fc number is put after (relu5, norm1, pool5).
+_PREFIXES = ((nn.ReLU, "relu"), ((FastLRN, nn.LocalResponseNorm), "norm"), (nn.BatchNorm2d, "bn"),
+             ((nn.MaxPool2d, nn.AvgPool2d), "pool"))
+
+
+def layer_kind(module: nn.Module | None) -> str:
+    """What a layer is, in words: "convolution", "max pool", "LRN", "fully connected"..."""
+    if module is None:
+        return "flatten"
+    return next((kind for cls, kind in _KINDS if isinstance(module, cls)), type(module).__name__)
+
+
+def layer_names(model: nn.Module) -> dict[str, str]:
+    """The name AlexNet's literature gives every leaf layer, by module path: ``{"features.0": "conv1", ...}``.
+
+    Convolutions count conv1, conv2, ... and the fully-connected layers go on
+    counting from there (fc6, fc7, fc8 after five convs). A ReLU, LRN (norm),
+    BatchNorm (bn) or pool takes the number of the conv or fc before it, as
+    Caffe's reference AlexNet names them (pool5 follows conv5); a dropout the number of
+    the fc it feeds (drop6 before fc6). The adaptive pool is "avgpool"; any other
+    layer keeps its path.
+    """
+    names: dict[str, str] = {}
+    number = 0
+    for path, module in model.named_modules():
+        if not path or list(module.children()):
+            continue
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            number += 1
+            names[path] = f"{'conv' if isinstance(module, nn.Conv2d) else 'fc'}{number}"
+        elif isinstance(module, nn.Dropout):
+            names[path] = f"drop{number + 1}"
+        elif path == "avgpool":
+            names[path] = "avgpool"
+        else:
+            prefix = next((word for cls, word in _PREFIXES if isinstance(module, cls)), None)
+            names[path] = f"{prefix}{number}" if prefix else path
+    return names
 
 
 def _dotted(info) -> str:
@@ -52,8 +107,10 @@ def _triple(module: nn.Module) -> tuple[str, str, str]:
 def layer_table(model: nn.Module, input_size: int | None = None, in_channels: int | None = None):
     """One row per leaf layer, from torchinfo's own data, plus totals.
 
-    Returns ``(table, totals)``: the table has columns layer (dotted name),
-    type, output_shape, params, mult_adds, kernel, stride, padding; totals has
+    Returns ``(table, totals)``: the table has columns name (``conv1``,
+    ``layer_names``), kind (``layer_kind``), layer (the module path,
+    ``features.0``), type (its class), output_shape, params, mult_adds, kernel,
+    stride, padding; totals has
     params, trainable_params, mult_adds (summed over leaf rows), weights_mb and
     activations_mb_per_image (every leaf output, float32, one image).
     """
@@ -68,14 +125,18 @@ def layer_table(model: nn.Module, input_size: int | None = None, in_channels: in
         verbose=0,
         col_names=("output_size", "num_params", "mult_adds", "kernel_size"),
     )
+    names = layer_names(model)
     rows = []
     for info in stats.summary_list:
         if not info.is_leaf_layer:
             continue
         kernel, stride, padding = _triple(info.module)
+        path = _dotted(info)
         rows.append(
             {
-                "layer": _dotted(info),
+                "name": names.get(path, path),
+                "kind": layer_kind(info.module),
+                "layer": path,
                 "type": info.class_name,
                 "output_shape": tuple(info.output_size[1:]),
                 "params": int(info.num_params),
@@ -120,39 +181,39 @@ def shape_trace(model: AlexNet, input_size: int | None = None) -> pd.DataFrame:
     """Per spatial layer: input and output side with the arithmetic written out.
 
     Each conv and pool row shows ``floor((W - K + 2P) / S) + 1``; the last row
-    is the flatten that feeds the classifier. Computed from the layers'
-    settings alone (no forward pass); the tests check it against real forward
-    shapes. A size below the variant's minimum raises ValueError.
+    is the flatten that feeds the classifier. Columns: name (``layer_names``),
+    kind, layer (the module path), type, in_hw, out_hw, out_channels, kernel,
+    stride, padding, arithmetic, out_side. Computed from the layers' settings
+    alone (no forward pass); the tests check it against real forward shapes. A
+    size below the variant's minimum raises ValueError.
     """
     size = input_size or model.input_size
     minimum = min_input_size(model)
     if size < minimum:
         raise ValueError(f"{model.spec.name} needs at least {minimum}x{minimum} input, got {size}x{size}.")
+    names = layer_names(model)
     channels = model.in_channels
     rows = []
-    for name, module in model.features.named_children():
-        layer = f"features.{name}"
+    for index, module in model.features.named_children():
+        layer = f"features.{index}"
         if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
             k, s, p = (_first(module.kernel_size), _first(module.stride), _first(module.padding))
             new = out_size(size, k, s, p)
             arithmetic = f"floor(({size} - {k} + 2*{p}) / {s}) + 1 = {new}"
             if isinstance(module, nn.Conv2d):
                 channels = module.out_channels
-            rows.append(_trace_row(layer, module, size, new, channels, k, s, p, arithmetic))
+            rows.append(_trace_row(names[layer], layer, module, size, new, channels, (k, s, p), arithmetic))
             size = new
         elif isinstance(module, (nn.BatchNorm2d, FastLRN, nn.LocalResponseNorm)):
-            rows.append(_trace_row(layer, module, size, size, channels, "", "", "", "same size"))
+            rows.append(_trace_row(names[layer], layer, module, size, size, channels, ("", "", ""), "same size"))
     if isinstance(model.avgpool, nn.AdaptiveAvgPool2d):
         target = _first(model.avgpool.output_size)
-        rows.append(
-            _trace_row("avgpool", model.avgpool, size, target, channels, "", "", "", f"adaptive: any {size} -> {target}")
-        )
+        rows.append(_trace_row("avgpool", "avgpool", model.avgpool, size, target, channels, ("", "", ""),
+                               f"adaptive: any {size} -> {target}"))
         size = target
-    rows.append(
-        _trace_row(
-            "flatten", None, size, 1, channels * size * size, "", "", "", f"{channels} * {size} * {size} = {channels * size * size}"
-        )
-    )
+    width = channels * size * size
+    rows.append(_trace_row("flatten", "flatten", None, size, 1, width, ("", "", ""),
+                           f"{channels} * {size} * {size} = {width}"))
     return pd.DataFrame(rows)
 
 
@@ -160,8 +221,11 @@ def _first(v):
     return v[0] if isinstance(v, tuple) else v
 
 
-def _trace_row(layer, module, size_in, size_out, channels, k, s, p, arithmetic):
+def _trace_row(name, layer, module, size_in, size_out, channels, ksp, arithmetic):
+    k, s, p = ksp
     return {
+        "name": name,
+        "kind": layer_kind(module),
         "layer": layer,
         "type": type(module).__name__ if module is not None else "Flatten",
         "in_hw": f"{size_in}x{size_in}",
@@ -173,6 +237,46 @@ def _trace_row(layer, module, size_in, size_out, channels, k, s, p, arithmetic):
         "arithmetic": arithmetic,
         "out_side": size_out,
     }
+
+
+@dataclass(frozen=True)
+class ClassifierInput:
+    """What a variant's classifier is built for at one input size."""
+
+    size: int  # the input's side
+    fc: str  # the paper's name of the first fully-connected layer (fc6)
+    fc_path: str  # its module path (classifier.1)
+    side: int  # side of the maps the classifier flattens
+    channels: int  # how many maps
+    inputs: int  # channels * side * side: the first fully-connected layer's input width
+    fc_params: int  # that layer's weights and biases
+    params: int  # the whole network's
+
+
+def classifier_input(name: str, size: int, in_channels: int | None = None, num_classes: int = 1000,
+                     **options) -> ClassifierInput:
+    """The flatten width and parameter counts of variant ``name`` built for ``size`` x ``size``.
+
+    A variant without an adaptive pool (paper, bn) rebuilds its first fc layer
+    for the maps a size leaves: 256 * 5 * 5 = 6,400 inputs at 224, 256 * 6 * 6
+    = 9,216 at 227. Built on PyTorch's meta device: the shapes and counts
+    without the memory or the random initialisation.
+    """
+    spec = get_spec(name)
+    with torch.device("meta"):
+        model = get_model(name, in_channels or spec.in_channels, num_classes, size, **options)
+    path, first = next((p, m) for p, m in model.named_modules() if isinstance(m, nn.Linear))
+    side = spec.adaptive_pool or feature_size(spec, size)
+    return ClassifierInput(
+        size=size,
+        fc=layer_names(model)[path],
+        fc_path=path,
+        side=side,
+        channels=first.in_features // (side * side),
+        inputs=first.in_features,
+        fc_params=sum(p.numel() for p in first.parameters()),
+        params=sum(p.numel() for p in model.parameters()),
+    )
 
 
 def forward_shapes(model: nn.Module, input_size: int, in_channels: int | None = None) -> dict[str, tuple]:

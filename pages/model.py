@@ -8,16 +8,28 @@ from ui import cached, choice
 from ui.formatting import error_ui, human_count, md, table_ui
 
 # Columns of this page's tables that hold numbers.
-NUMBER_COLUMNS = ("parameters", "mult-adds", "kernel", "stride", "padding", "channels", "native input", "min input",
-                  "images/s here")
+NUMBER_COLUMNS = ("parameters", "mult-adds", "channels", "native input", "min input", "images/s here")
+
+# How the layer names read, under every table that shows them.
+NAMES_NOTE = ("Layers are named the way AlexNet is written about: **conv1**, **conv2**… and the "
+              "fully-connected **fc6**, **fc7**… counting on from the convs; a ReLU, an LRN (**norm**), a BatchNorm "
+              "(**bn**) or a pool carries the number of the layer before it, a dropout (**drop**) the number of the "
+              "layer it feeds. **module**: the layer's name in PyTorch.")
 
 
 def format_layer_table(table: pd.DataFrame) -> pd.DataFrame:
-    out = table.copy()
-    out["output_shape"] = out["output_shape"].map(lambda s: " x ".join(map(str, s)) if isinstance(s, (tuple, list)) else str(s))
+    """The layer table in the paper's names (conv1, pool1, fc6), the module path last."""
+    out = table[table["type"] != "Identity"].copy()  # the paper net's placeholder for torchvision's avgpool
+    out["output_shape"] = out["output_shape"].map(lambda s: "×".join(map(str, s)) if isinstance(s, (tuple, list))
+                                                  else str(s))
     out["params"] = out["params"].map(lambda n: f"{int(n):,}" if n else "–")
     out["mult_adds"] = out["mult_adds"].map(lambda n: human_count(n) if n else "–")
-    return out.rename(columns={"output_shape": "output (C x H x W)", "params": "parameters", "mult_adds": "mult-adds"})
+    # one column for the three: at 1280 pixels nine columns leave no room for the module path
+    out["kernel / stride / padding"] = [" / ".join(map(str, ksp)) if ksp[0] else "" for ksp in
+                                        zip(out["kernel"], out["stride"], out["padding"])]
+    out = out.rename(columns={"layer": "module", "name": "layer", "output_shape": "output",
+                              "params": "parameters", "mult_adds": "mult-adds"})
+    return out[["layer", "kind", "output", "parameters", "mult-adds", "kernel / stride / padding", "module"]]
 
 
 def remainder(row) -> int | None:
@@ -30,16 +42,63 @@ def remainder(row) -> int | None:
     return (w - k + 2 * p) % s
 
 
-def trace_ui(trace: pd.DataFrame, short: bool = False) -> None:
+def exactness(r: int | None) -> str:
+    return "" if r is None else ("✔" if r == 0 else f"✘ {r} px dropped")
+
+
+def trace_ui(trace: pd.DataFrame) -> None:
     """A shape trace as a table, the rows whose division drops pixels marked."""
-    out = trace.copy()
-    remainders = [remainder(row) for _, row in out.iterrows()]
-    out["exact"] = ["" if r is None else ("✔" if r == 0 else f"✘ {r} px dropped") for r in remainders]
-    out = out.rename(columns={"in_hw": "in", "out_hw": "out", "out_channels": "channels"})
-    cols = ["layer", "type", "arithmetic", "exact"] if short else [
-        "layer", "type", "in", "out", "channels", "kernel", "stride", "padding", "arithmetic", "exact"]
-    marked = {i for i, r in enumerate(remainders) if r}
-    table_ui(out[[c for c in cols if c in out.columns]], right=NUMBER_COLUMNS, marked=marked, wrap=True)
+    remainders = [remainder(row) for _, row in trace.iterrows()]
+    out = trace.assign(exact=[exactness(r) for r in remainders])
+    out = out.rename(columns={"layer": "module", "name": "layer", "out_channels": "channels"})
+    # the sides, kernel, stride and padding are all in the arithmetic: room for the module path
+    cols = ["layer", "kind", "channels", "arithmetic", "exact", "module"]
+    table_ui(out[cols], right=NUMBER_COLUMNS, marked={i for i, r in enumerate(remainders) if r}, wrap=True)
+
+
+def size_comparison(traces: list[pd.DataFrame], fits: list[anatomy.ClassifierInput]) -> tuple[pd.DataFrame, set[int]]:
+    """One row per conv and pool with its formula and what each size gives, then what the
+    classifier is built for at each size; the positions of rows where a size drops pixels."""
+    first, sizes = traces[0], [f"{fit.size} x {fit.size}" for fit in fits]
+    rows, marked = [], set()
+    for i, row in first.iterrows():
+        if row["type"] in ("Conv2d", "MaxPool2d"):
+            formula = f"floor((W − {row['kernel']} + 2×{row['padding']}) / {row['stride']}) + 1"
+            cells = []
+            for trace in traces:
+                step, r = trace.loc[i], remainder(trace.loc[i])
+                cells.append(f"{str(step['in_hw']).split('x')[0]} → {step['out_side']} {exactness(r)}")
+                if r:
+                    marked.add(len(rows))
+        elif row["type"] == "AdaptiveAvgPool2d":
+            formula = "adaptive: any W → " + str(row["out_side"])
+            cells = [f"{str(t.loc[i, 'in_hw']).split('x')[0]} → {t.loc[i, 'out_side']}" for t in traces]
+        else:  # LRN and BatchNorm keep the size: nothing to compare
+            continue
+        rows.append([row["name"], formula, *cells, row["layer"]])
+    hidden = fits[0].fc_params // (fits[0].inputs + 1)
+    flat = [f"{f.channels} × {f.side} × {f.side} = {f.inputs:,}" for f in fits]
+    rows.append(["flatten", "maps × side × side", *flat, "flatten"])
+    rows.append([fits[0].fc, f"(inputs + 1) × {hidden:,}", *(f"{f.fc_params:,} parameters" for f in fits),
+                 fits[0].fc_path])
+    rows.append(["all layers", "sum", *(f"{f.params:,} parameters" for f in fits), ""])
+    return pd.DataFrame(rows, columns=["layer", "formula (W: side in)", *sizes, "module"]), marked
+
+
+def consequence(variant: str, small: anatomy.ClassifierInput, large: anatomy.ClassifierInput) -> str:
+    """What the smaller input does to the classifier, in a sentence."""
+    if small.inputs == large.inputs:
+        return (f"**What it changes:** not the classifier. **{variant}** ends in an adaptive average pool that makes "
+                f"{small.side}x{small.side} maps of any size, so its classifier takes **{small.inputs:,}** inputs at "
+                f"both sizes and the network keeps its {small.params:,} parameters: the sizes differ only in the "
+                "pixels the red rows round away.")
+    fewer = large.params - small.params
+    return (f"**What it changes:** at {small.size} the last pool leaves {small.channels} maps of "
+            f"{small.side}x{small.side}, so **{variant}**'s first fully-connected layer ({small.fc}) is rebuilt for "
+            f"{small.channels} × {small.side} × {small.side} = **{small.inputs:,}** inputs instead of "
+            f"**{large.inputs:,}** at {large.size}: **{fewer:,} fewer parameters** ({small.params:,} instead of "
+            f"{large.params:,}, {fewer / large.params:.0%} of the network), and weights trained at one size do not "
+            "fit the other.")
 
 
 @st.cache_data(show_spinner=False)
@@ -128,20 +187,27 @@ def feature_maps_ui(sel: choice.Selection, in_channels: int) -> None:
         + (
             f"Left: run **{md(source)}** before its first step (random filters, seed {config.seed}). Middle: the "
             "same layer after training. Right: **what training changed**, the difference between the two on "
-            "one scale per layer: black where a channel responds as it did."
+            "one scale per layer: black where a channel responds as it did. The percentage compares the size "
+            "of that change with the response before training: 0% means training left the layer's response "
+            "as it was, 100% a change as large as the response itself."
             if maps_t is not None
             else f"These come from the **untrained** net. Train {sel.variant} on {sel.dataset} to compare with learned filters."
         )
     )
-    for name, fmap in maps_u.items():
+    names = anatomy.layer_names(untrained)
+    for path, fmap in maps_u.items():
         c, h, w = fmap.shape
-        head = f"**{name}**: {c} channels of {h}x{w}" + (" (first 64 shown)" if c > 64 else "")
+        # each map is a ReLU's output, and relu3 follows conv3 (anatomy.layer_names)
+        conv = "conv" + names[path].removeprefix("relu")
+        head = (f"**{conv}** after its ReLU ({md(path)}): {c} channels of {h}x{w}"
+                + (" (first 64 shown)" if c > 64 else ""))
         if maps_t is None:
             st.markdown(head)
             st.image(predict.channel_grid(fmap, cell=40), width=min(900, 60 * 8 + 40))
             continue
-        after = maps_t[name]
-        st.markdown(f"{head} · training changed its response by **{anatomy.response_change(fmap, after):.0%}**")
+        after = maps_t[path]
+        st.markdown(f"{head} · what changed is **{anatomy.response_change(fmap, after):.0%}** as large as the "
+                    "response before training")
         a, b, d = st.columns(3)
         a.image(predict.channel_grid(fmap, cell=40), caption="before training", width="stretch")
         b.image(predict.channel_grid(after, cell=40), caption="after training", width="stretch")
@@ -180,7 +246,8 @@ layers_tab, shapes_tab, q_tab, all_tab, maps_tab = st.tabs(
 
 if layers_tab.open:
     with layers_tab:
-        table_ui(format_layer_table(table), right=NUMBER_COLUMNS)
+        table_ui(format_layer_table(table), right=NUMBER_COLUMNS, wrap=True)
+        st.caption(NAMES_NOTE + " **output**: channels×height×width of what the layer passes on.")
 
 if shapes_tab.open:
     with shapes_tab:
@@ -193,6 +260,7 @@ if shapes_tab.open:
         )
         try:
             trace_ui(cached.shape_trace(sel.variant, in_channels, num_classes, sel.input_size))
+            st.caption(NAMES_NOTE)
         except Exception as exc:
             error_ui("The shape trace could not be computed for this size.", exc)
         exact = exact_sizes(sel.variant, lo, hi)
@@ -203,20 +271,22 @@ if shapes_tab.open:
 if q_tab.open:
     with q_tab:
         q_variant = sel.variant if spec.input_size >= 200 else "paper"
+        q_channels = variants.get_spec(q_variant).in_channels
         st.markdown(
             "The 2012 paper says its images are **224x224**, but with an 11x11 kernel and stride 4 the "
             "first layer only fits exactly at **227**: (227 − 11) / 4 + 1 = 55. At 224 the division "
-            f"leaves a remainder that is rounded away. Both traces for **{q_variant}**; red rows drop pixels."
+            f"leaves a remainder that is rounded away. Both sizes for **{q_variant}**, layer by layer below; red "
+            "rows drop pixels at one of them."
         )
-        for col, size in zip(st.columns(2, gap="large"), (224, 227)):
-            with col:
-                st.subheader(f"{size} x {size}")
-                try:
-                    trace = cached.shape_trace(q_variant, variants.get_spec(q_variant).in_channels, num_classes, size)
-                except Exception as exc:
-                    error_ui(f"{q_variant} cannot take {size}x{size}.", exc)
-                    continue
-                trace_ui(trace, short=True)
+        try:
+            q_traces = [cached.shape_trace(q_variant, q_channels, num_classes, size) for size in (224, 227)]
+            q_fits = [anatomy.classifier_input(q_variant, size, q_channels, num_classes) for size in (224, 227)]
+        except Exception as exc:
+            error_ui(f"{q_variant} cannot be traced at 224 and 227.", exc)
+        else:
+            compared, marked = size_comparison(q_traces, q_fits)
+            st.markdown(consequence(q_variant, *q_fits))
+            table_ui(compared, marked=marked, wrap=True)
 
 if all_tab.open:
     with all_tab:

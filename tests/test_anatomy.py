@@ -1,15 +1,20 @@
 """Layer table, shape trace, minimum sizes and feature maps against real forwards."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
 from alexnet_core.anatomy import (
     check_input_size,
+    classifier_input,
     compare_variants,
     feature_maps,
     response_change,
     forward_shapes,
+    layer_kind,
+    layer_names,
     layer_table,
     shape_trace,
 )
@@ -141,3 +146,74 @@ def test_available_memory_is_read_from_the_system():
 
     mb = available_memory_mb()
     assert mb is None or 0 < mb < 2**30
+
+
+@pytest.mark.parametrize("name, options", [(name, {}) for name in list_models()] + [("paper", {"groups": 2})])
+def test_every_layer_has_its_usual_name(name, options):
+    """Students read conv1..conv5, pool, LRN (norm) and fc6..fc8, never features.3 or FastLRN."""
+    model = get_model(name, 3, 10, **options)
+    names = layer_names(model)
+    leaves = [path for path, m in model.named_modules() if path and not list(m.children())]
+    assert list(names) == leaves  # every layer, in order
+    assert len(set(names.values())) == len(names), names  # no two alike
+    assert not any("." in n for n in names.values()), names  # no module path left
+    convs = [names[p] for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    linears = [names[p] for p, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert convs == [f"conv{i}" for i in range(1, len(convs) + 1)]
+    assert linears == [f"fc{i}" for i in range(len(convs) + 1, len(convs) + len(linears) + 1)]
+    assert linears == ["fc6", "fc7", "fc8"]  # every variant has five convs and three linears
+    order = list(names.values())
+    number = {n: re.sub(r"\D", "", n) for n in order}
+    for i, n in enumerate(order):  # a ReLU, norm, bn or pool carries the number of the conv or fc before it
+        if n.startswith(("relu", "norm", "bn", "pool")):
+            before = next(b for b in reversed(order[:i]) if b.startswith(("conv", "fc")))
+            assert number[n] == number[before], (n, before)
+        if n.startswith("drop"):  # a dropout the number of the fc it feeds
+            assert number[n] == number[next(a for a in order[i:] if a.startswith("fc"))], n
+    kinds = {layer_kind(m) for m in model.modules() if not list(m.children())}
+    assert {"convolution", "max pool", "ReLU", "dropout", "fully connected"} <= kinds
+    assert not kinds & {"Conv2d", "FastLRN", "Linear", "MaxPool2d"}
+
+
+def test_the_paper_net_reads_as_in_the_literature():
+    names = layer_names(get_model("paper"))
+    assert list(names.values()) == [
+        "conv1", "relu1", "norm1", "pool1", "conv2", "relu2", "norm2", "pool2", "conv3", "relu3", "conv4", "relu4",
+        "conv5", "relu5", "pool5", "avgpool", "drop6", "fc6", "relu6", "drop7", "fc7", "relu7", "fc8"]
+    assert names["features.2"] == "norm1" and layer_kind(get_model("paper").features[2]) == "LRN"
+
+
+def test_layer_table_and_shape_trace_carry_the_names_and_the_paths():
+    model = get_model("paper", 3, 10)
+    table, _ = layer_table(model, 227, 3)
+    row = table.set_index("name").loc["norm1"]
+    assert (row["layer"], row["type"], row["kind"]) == ("features.2", "FastLRN", "LRN")
+    assert table.set_index("name").loc["fc6", "layer"] == "classifier.1"
+    trace = shape_trace(model, 227).set_index("name")
+    assert list(trace.index) == ["conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4", "conv5",
+                                 "pool5", "flatten"]
+    assert trace.loc["pool5", "layer"] == "features.14" and trace.loc["pool5", "kind"] == "max pool"
+
+
+def test_at_224_the_paper_nets_classifier_takes_6400_inputs_instead_of_9216():
+    at_224, at_227 = classifier_input("paper", 224), classifier_input("paper", 227)
+    assert (at_224.channels, at_224.side, at_224.inputs) == (256, 5, 6_400)
+    assert (at_227.channels, at_227.side, at_227.inputs) == (256, 6, 9_216)
+    assert (at_224.fc, at_224.fc_path) == ("fc6", "classifier.1")
+    # only fc6 changes: (9,216 - 6,400) inputs, each with 4,096 weights
+    assert at_227.params - at_224.params == at_227.fc_params - at_224.fc_params == (9_216 - 6_400) * 4_096
+    # an adaptive pool makes 6x6 maps of either size: the same classifier
+    tv_224, tv_227 = classifier_input("torchvision", 224), classifier_input("torchvision", 227)
+    assert tv_224.inputs == tv_227.inputs == 9_216 and tv_224.params == tv_227.params
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_classifier_input_counts_what_the_built_network_holds(name):
+    spec = get_spec(name)
+    size = spec.input_size + 5
+    model = get_model(name, 3, 7, input_size=size)
+    first = next(m for m in model.classifier if isinstance(m, nn.Linear))
+    fit = classifier_input(name, size, 3, 7)
+    assert fit.inputs == first.in_features == shape_trace(model, size).set_index("layer").loc["flatten", "out_channels"]
+    assert fit.params == sum(p.numel() for p in model.parameters())
+    assert fit.fc_params == sum(p.numel() for p in first.parameters())

@@ -121,11 +121,10 @@ def test_model_tabs(ui_lab, tab):
     at = open_page("model", variant="paper", size="227", model_view=tab)
     no_errors(at)
     if tab == "Layers":
-        assert "<td>96 x 55 x 55</td>" in at.html[0].value  # conv1 of the paper net at 227
+        assert "<td>96×55×55</td>" in at.html[0].value  # conv1 of the paper net at 227
     if tab == "224 or 227":
-        at224, at227 = (h.value for h in at.html)
-        assert '<tr class="marked">' in at224 and "px dropped" in at224  # 224 rounds pixels away
-        assert '<tr class="marked">' not in at227  # 227 divides exactly
+        (both,) = (h.value for h in at.html)  # one table, the sizes side by side (tests/test_model_page.py)
+        assert '<tr class="marked">' in both and "px dropped" in both  # 224 rounds pixels away
     if tab == "All variants":
         assert all(f"<td>{name}</td>" in at.html[0].value for name in variants.list_models())
     if tab == "Feature maps":
@@ -157,15 +156,15 @@ def test_feature_maps_compare_a_run_with_the_weights_it_started_from(ui_lab, fin
     at = open_page("model", variant="mnist", dataset="digits", model_view="Feature maps")
     no_errors(at)
     assert at.selectbox(key="fm_run").value == finished_run  # its newest run with weights, chosen for you
-    layers = [m.value for m in at.markdown if "training changed its response by" in m.value]
+    layers = [m.value for m in at.markdown if "as large as the response before training" in m.value]
     assert len(layers) == 5, layers  # the mnist net's five conv layers
-    changes = [float(re.search(r"by \*\*(\d+)%", text).group(1)) for text in layers]
+    changes = [float(re.search(r"is \*\*(\d+)%", text).group(1)) for text in layers]
     assert all(change > 0 for change in changes), changes  # one epoch of training moved every layer
     captions = [img.caption for image in at.get("image") for img in image.proto.imgs]
     assert captions.count("what changed") == 5 and captions.count("before training") == 5, captions
     at.selectbox(key="fm_run").set_value("none").run()
     no_errors(at)
-    assert not any("training changed" in m.value for m in at.markdown)  # the untrained net alone
+    assert not any("as large as the response before" in m.value for m in at.markdown)  # the untrained net alone
 
 
 # ---------------------------------------------------------------- training from the page
