@@ -12,10 +12,9 @@ A run trains in its own process (``python -m alexnet_core train --run-dir
 DIR``), started detached, so it outlives the page or shell that launched it.
 Readers only read files; a run whose files cannot be trusted (hand-edited,
 half-deleted) reads ``damaged`` with the reason, and can only be deleted. At
-most ``max_concurrent_runs()`` runs train at once
-(``ALEXNET_LAB_MAX_RUNS``, default 1); the others wait as ``queued``, first
-launched first served. A slot is an ``flock`` on ``<runs root>/.slot-K.lock``
-held by the training process, so the kernel frees it even after ``kill -9``.
+most ``placement.max_concurrent_runs()`` runs train at once (one per GPU, or
+``ALEXNET_LAB_MAX_RUNS``, default 1, on the CPU); the others wait as
+``queued``, first launched first served (``placement``: slots, GPUs, torchrun).
 
 The folder's file primitives (atomic JSON, locks, status, metrics lines, the
 states) are ``runfiles``; this module works with run ids.
@@ -60,7 +59,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alexnet_core import paths
+from alexnet_core import paths, placement
 from alexnet_core.config import ConfigError, TrainConfig
 from alexnet_core.runfiles import (
     ACTIVE_STATES,
@@ -71,11 +70,9 @@ from alexnet_core.runfiles import (
     prediction_path,
     process_start_time,
     read_events,
-    read_json,
     read_predictions_file,
     read_run_files,
     saved_prediction_epochs,
-    stop_signals,
     update_status,
     write_json_atomic,
 )
@@ -90,7 +87,6 @@ if TYPE_CHECKING:
 # imported where they are needed.
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-QUEUE_POLL_S = 0.5
 LEFTOVER_S = 3600.0  # a .trash or .new- folder this old was left by a process that died
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,14 +152,6 @@ def _new_run_id(config: TrainConfig) -> str:
     return f"{stamp}-{name}-{secrets.token_hex(2)}"
 
 
-def max_concurrent_runs() -> int:
-    """How many runs may train at once: ``ALEXNET_LAB_MAX_RUNS``, default 1."""
-    try:
-        return max(1, int(os.environ.get("ALEXNET_LAB_MAX_RUNS", "1")))
-    except ValueError:
-        return 1
-
-
 # --------------------------------------------------------------------------- #
 # Launch, stop, resume, delete
 
@@ -208,7 +196,7 @@ def launch(config: TrainConfig, runs_dir: str | os.PathLike | None = None, *, ow
     """Create a run and start its training process detached; return the run id at once.
 
     Raises ``ConfigError`` (a sentence for the student) when the config cannot run.
-    The process waits as ``queued`` while ``max_concurrent_runs()`` others train.
+    The process waits as ``queued`` while ``placement.max_concurrent_runs()`` others train.
     """
     run_id = create_run(config, runs_dir, owner=owner)
     _spawn(run_path(run_id, runs_dir), resume=False)
@@ -255,12 +243,14 @@ def stop(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
                           eta_seconds=None, error=None)
 
 
-def resume(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
+def resume(run_id: str, runs_dir: str | os.PathLike | None = None, *, start: bool = True) -> None:
     """Continue a stopped, interrupted or failed run from its last.pt, appending to its metrics.
 
     Starts a detached process like ``launch`` (queued behind other runs). A run
     with no last.pt yet starts again from the beginning. Raises ``RunError``
     for a run that is still active, already finished, damaged, or deleted meanwhile.
+    ``start=False``: the checks and the queued state only, for ranks that torchrun
+    starts on several machines (``ranks``).
     """
     with _control(run_id, runs_dir) as run_dir:
         current = _status_of(run_dir)
@@ -277,7 +267,8 @@ def resume(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
         now = time.time()
         update_status(run_dir, state="queued", queued_at=now, pid=None, proc_start=None, error=None,
                       finished=None, eta_seconds=None, resumes=int(current.get("resumes") or 0) + 1)
-        _spawn(run_dir, resume=True)
+        if start:
+            _spawn(run_dir, resume=True)
 
 
 def delete_run(run_id: str, runs_dir: str | os.PathLike | None = None) -> None:
@@ -570,47 +561,6 @@ def evaluate_run(run_id: str, which: str = "best", runs_dir: str | os.PathLike |
 # The training process
 
 
-def _queue_ahead(run_dir: Path) -> int:
-    """How many live queued runs in the same runs folder come before this one."""
-    my_key = (_status_of(run_dir).get("queued_at") or 0.0, run_dir.name)
-    ahead = 0
-    for other in _run_dirs(run_dir.parent):
-        if other.name == run_dir.name:
-            continue
-        st = _status_of(other)  # queued and alive, or it reads otherwise
-        if st["state"] == "queued" and (st.get("queued_at") or 0.0, other.name) < my_key:
-            ahead += 1
-    return ahead
-
-
-def _take_slot(run_dir: Path, progress=None) -> FileLock | None:
-    """Wait in the queue until a slot is free and this run is first; None if cancelled meanwhile."""
-    root = run_dir.parent
-    limit = max_concurrent_runs()
-    stop_flag = threading.Event()
-    reported = None
-    with stop_signals(stop_flag):
-        while True:
-            current = read_json(run_dir / "status.json", default={}) or {}
-            if stop_flag.is_set() or (run_dir / "stop").exists() or current.get("state") != "queued":
-                update_status(run_dir, only_if_state=("queued",), state="stopped", finished=time.time(), error=None)
-                return None
-            with FileLock(root / ".queue.lock"):
-                ahead = _queue_ahead(run_dir)
-                if ahead == 0:
-                    for k in range(limit):
-                        slot = FileLock(root / f".slot-{k}.lock")
-                        if slot.acquire(blocking=False):
-                            if update_status(run_dir, only_if_state=("queued",), state="running", slot=k) is None:
-                                slot.release()
-                                return None
-                            return slot
-            if progress is not None and reported != ahead:
-                reported = ahead
-                progress({"type": "queued", "ahead": ahead, "limit": limit})
-            time.sleep(QUEUE_POLL_S)
-
-
 def run_worker(run_dir: str | os.PathLike, *, resume: bool = False, progress=None) -> dict:
     """The body of a run's process: wait for a slot in the queue, then train.
 
@@ -622,8 +572,8 @@ def run_worker(run_dir: str | os.PathLike, *, resume: bool = False, progress=Non
     if not (run_dir / "config.json").is_file():
         raise RunError(f"{run_dir} is not a run folder (no config.json).")
     update_status(run_dir, pid=os.getpid(), proc_start=process_start_time(os.getpid()))
-    slot = _take_slot(run_dir, progress)
-    if slot is None:
+    placed = placement.take_slots(run_dir, progress)
+    if placed is None:
         return {**_status_of(run_dir), "run_dir": str(run_dir)}
     try:
         try:
@@ -631,8 +581,12 @@ def run_worker(run_dir: str | os.PathLike, *, resume: bool = False, progress=Non
         except ConfigError as exc:
             update_status(run_dir, state="failed", error=str(exc), finished=time.time())
             return {"state": "failed", "error": str(exc), "run_dir": str(run_dir)}
+        if config.nproc_per_node > 1:  # DistributedDataParallel: torchrun starts the ranks, rank 0 writes here
+            placement.run_ranks(run_dir, placed, processes=config.nproc_per_node, resume=resume)
+            return {**_status_of(run_dir), "run_dir": str(run_dir)}
+        gpu = placed.gpu_for_this_process()  # before torch loads: this process sees its GPU alone
         from alexnet_core import training  # torch is imported only now that this run's turn has come
 
-        return training.train(config, run_dir, resume=resume, progress=progress)
+        return training.train(config, run_dir, resume=resume, progress=progress, gpu=gpu)
     finally:
-        slot.release()
+        placed.release()
