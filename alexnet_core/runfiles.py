@@ -277,7 +277,7 @@ _STATUS_FIELDS = {
        for name in ("created", "queued_at", "started", "updated", "finished", "session_started")},
     **{name: (lambda v: _whole(v, 0, _MAX_COUNT), "a whole number of 0 or more")
        for name in ("epoch", "epochs", "step", "steps_per_epoch", "batch", "best_epoch", "resumes", "slot",
-                    "n_train", "n_val", "n_test")},
+                    "n_train", "n_val", "n_test", "number")},
     **{name: (lambda v: _real(v, 0, math.inf), "a number of 0 or more")
        for name in ("active_s", "eta_seconds", "images_per_s")},
     **{name: (lambda v: _real(v, 0, 1), "an accuracy between 0 and 1")

@@ -59,7 +59,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alexnet_core import paths, placement
+from alexnet_core import paths, placement, runnames
 from alexnet_core.config import ConfigError, TrainConfig
 from alexnet_core.runfiles import (
     ACTIVE_STATES,
@@ -91,7 +91,7 @@ LEFTOVER_S = 3600.0  # a .trash or .new- folder this old was left by a process t
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 RUN_COLUMNS = [
-    "id", "variant", "dataset", "recipe", "state", "epoch", "epochs", "best_val_acc", "test_acc",
+    "id", "name", "variant", "dataset", "recipe", "state", "epoch", "epochs", "best_val_acc", "test_acc",
     "last_test_acc", "duration_s", "created", "error", "lr", "batch_size", "input_size", "owner",
 ]
 
@@ -146,12 +146,6 @@ def _control(run_id: str, runs_dir):
         lock.release()
 
 
-def _new_run_id(config: TrainConfig) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{config.variant}-{config.dataset}").strip("-.") or "run"
-    return f"{stamp}-{name}-{secrets.token_hex(2)}"
-
-
 # --------------------------------------------------------------------------- #
 # Launch, stop, resume, delete
 
@@ -174,10 +168,11 @@ def create_run(config: TrainConfig, runs_dir: str | os.PathLike | None = None, *
         config.to_json(staging / "config.json")
         (staging / "metrics.jsonl").touch()
         while True:
-            run_id = _new_run_id(config)
+            run_id = runnames.new_run_id(config.variant, config.dataset)
             now = time.time()
             write_json_atomic(staging / "status.json", {
-                "id": run_id, "state": "queued", "pid": None, "proc_start": None, "created": now, "queued_at": now,
+                "id": run_id, "number": runnames.next_number(_run_dirs(root), run_id), "state": "queued",
+                "pid": None, "proc_start": None, "created": now, "queued_at": now,
                 "updated": now, "epoch": 0, "epochs": config.epochs, "step": 0, "error": None, "owner": owner,
             })
             try:
@@ -346,7 +341,8 @@ def _run_dirs(root: Path) -> list[Path]:
 
 
 def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
-    """Every run, newest first: id, variant, dataset, recipe, state, epoch, epochs,
+    """Every run, newest first: id, name (short: variant, dataset and its number among
+    their runs), variant, dataset, recipe, state, epoch, epochs,
     best_val_acc, test_acc (at the best validation epoch), last_test_acc,
     duration_s (training time), created (datetime), error, lr, batch_size,
     input_size (None: the variant's own), owner (``create_run``).
@@ -358,14 +354,19 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
 
     rows = []
     now = time.time()
-    for run_dir in reversed(_run_dirs(paths.runs_root(runs_dir))):
-        config, st = read_run_files(run_dir)
+    run_dirs = _run_dirs(paths.runs_root(runs_dir))
+    read = {run_dir.name: read_run_files(run_dir) for run_dir in run_dirs}
+    numbers = runnames.run_numbers([(run_id, st.get("number")) for run_id, (_, st) in read.items()])
+    for run_dir in reversed(run_dirs):
+        config, st = read[run_dir.name]
         config = config or {}
         duration = st.get("active_s")
         if st["state"] == "running" and st.get("session_started"):
             duration = (duration or 0.0) + now - st["session_started"]
+        variant, dataset = config.get("variant"), config.get("dataset")
         rows.append({
-            "id": run_dir.name, "variant": config.get("variant"), "dataset": config.get("dataset"),
+            "id": run_dir.name, "name": f"{variant or '?'} · {dataset or '?'} #{numbers[run_dir.name]}",
+            "variant": variant, "dataset": dataset,
             "recipe": config.get("recipe"), "state": st["state"], "epoch": st.get("epoch"),
             "epochs": config.get("epochs", st.get("epochs")), "best_val_acc": st.get("best_val_acc"), "test_acc": st.get("test_acc"),
             "last_test_acc": st.get("last_test_acc"), "duration_s": duration,
