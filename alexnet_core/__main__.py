@@ -213,20 +213,21 @@ def cmd_summary(args) -> int:
 
 
 def cmd_recipes(args) -> int:
-    import pandas as pd
+    import textwrap
 
     from alexnet_core.config import get_recipe, list_recipes
 
-    rows = []
     for name in list_recipes():
         recipe = get_recipe(name)
         c = recipe.config
-        rows.append({
-            "name": name, "variant": c.variant, "dataset": c.dataset, "input": c.resolved_input_size,
-            "epochs": c.epochs, "optimizer": f"{c.optimizer} {c.lr:g}", "schedule": c.schedule,
-            "description": recipe.description,
-        })
-    _print_table(pd.DataFrame(rows), "no recipes")
+        print(f"{name}  [{recipe.kind}{': ' + recipe.reference if recipe.reference else ''}]  {c.variant} on "
+              f"{c.dataset} at {c.resolved_input_size}px, {c.epochs} epochs, batch {c.batch_size}, "
+              f"{c.optimizer} {c.lr:g}, schedule {c.schedule}")
+        for line in recipe.text().splitlines():
+            bullet = line.startswith("- ")
+            print(textwrap.fill(line, 110, initial_indent="    " if bullet else "  ",
+                                subsequent_indent="      " if bullet else "  "))
+        print()
     return 0
 
 
@@ -280,12 +281,16 @@ def config_from_args(args, settings=None, config_class=None):
 
     Not validated here: ``runs.create_run`` validates a launch.
     """
-    from alexnet_core.config import SETTINGS, TrainConfig, get_recipe
+    from alexnet_core.config import SETTINGS, TrainConfig, get_recipe, recipe_for
 
     settings = SETTINGS if settings is None else settings
     config_class = config_class or TrainConfig
     recipe = getattr(args, "recipe", None)
     base = get_recipe(recipe).make_config() if recipe else config_class()
+    variant, dataset = getattr(args, "variant", None), getattr(args, "dataset", None)
+    if not recipe and (variant or dataset) and config_class is TrainConfig:  # a chosen pair: our recipe for it
+        ours = recipe_for(variant or base.variant, dataset or base.dataset)
+        base = ours.make_config() if ours else base
     changes = {s.name: getattr(args, s.name) for s in settings if s.flag and getattr(args, s.name) is not None}
     if getattr(args, "option", None):
         options = dict(base.variant_options)
@@ -306,13 +311,19 @@ def cmd_train(args) -> int:
     if args.resume:
         raise BadInput("--resume goes with --run-dir; to resume a run by id use: python -m alexnet_core resume ID")
     config = config_from_args(args)
+    started_from = (f"settings from the {config.recipe} recipe, ours for {config.variant} on {config.dataset}; "
+                    "the flags given change them") if config.recipe and not args.recipe else None
     if args.detach:
         run_id = runs.launch(config, args.runs_dir)
-        print(run_id)
+        print(run_id)  # alone on stdout, for scripts
+        if started_from:
+            print(started_from, file=sys.stderr)
         return 0
     run_id = runs.create_run(config, args.runs_dir)
     run_dir = runs.run_path(run_id, args.runs_dir)
     print(f"run {run_id} in {paths.runs_root(args.runs_dir)}")
+    if started_from:
+        print(started_from)
     display = ProgressLine()
     try:
         result = runs.run_worker(run_dir, progress=display)

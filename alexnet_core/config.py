@@ -9,7 +9,8 @@ Public API::
     ConfigError(ValueError)     a config a student can fix; the message says how
     OPTIMIZERS, SCHEDULES, MAX_INPUT_SIZE
     split_sizes(config, n) -> (train, validation)
-    RECIPES, list_recipes(), get_recipe(name) -> Recipe(name, title, description, config)
+    RECIPES, list_recipes(), get_recipe(name) -> Recipe(name, title, description, config, kind, reference,
+                                differences, reported); recipe_for(variant, dataset); reported_line(config, acc)
 
 A field is declared once, in the dataclass: its default and type, and through
 ``setting_field`` its label, help, bounds or choices, and where a form shows it.
@@ -36,6 +37,7 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from alexnet_core import recipes
 from alexnet_core.device import DEVICE_SYNTAX, PRECISIONS, device_choices
 from alexnet_core.runfiles import write_json_atomic
 
@@ -486,107 +488,52 @@ def split_sizes(config: TrainConfig, n: int) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- #
-# Recipes
+# Recipes (their text and settings: recipes.py)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named preset that reproduces a reference setup."""
+    """A named preset: a reference setup as its post wrote it (``kind`` "as written"), ours, or the demo.
+
+    ``differences`` lists each way it differs from its post (``reference``), with why;
+    ``reported`` is the figure an as-written recipe's post reported (or None).
+    """
 
     name: str
     title: str
     description: str
     config: TrainConfig
+    kind: str = "ours"
+    reference: str = ""
+    differences: tuple[recipes.Difference, ...] = ()
+    reported: recipes.Reported | None = None
 
     def make_config(self, **overrides) -> TrainConfig:
         """A fresh copy of the recipe's config (with ``recipe`` set), fields overridden."""
         return self.config.replace(recipe=self.name, **overrides)
 
+    def text(self) -> str:
+        """The description, the post's figure and the differences, as plain lines (the CLI's)."""
+        lines = [self.description]
+        if self.reported:
+            lines.append(f"The post reported {self.reported.text}.")
+        if self.differences:
+            lines.append(f"How it differs from {self.reference}, and why:")
+            lines += [f"- {d.what}: {d.why}." for d in self.differences]
+        return "\n".join(lines)
+
 
 RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
-        Recipe(
-            "quick",
-            "Quick demo: digits, the fastest recipe",
-            "The MNIST net on scikit-learn's 8x8 digits upscaled to 12x12, the smallest size it takes (the "
-            "last pool still sees a 3x3 map), AdamW 2e-3 with a cosine decay, batch 32, 6 epochs: 97-98% "
-            "test accuracy.",
-            TrainConfig(
-                variant="mnist", dataset="digits", input_size=12, epochs=6, batch_size=32,
-                optimizer="adamw", lr=2e-3, weight_decay=5e-4, schedule="cosine", seed=0,
-            ),
-        ),
-        Recipe(
-            "mnist",
-            "MNIST net on Fashion-MNIST",
-            "The MNIST post's net for 3 epochs with AdamW 1e-3, a cosine decay, batch 64 and label "
-            "smoothing 0.1. Measured with python -m alexnet_core train --recipe mnist on 2 CPU cores "
-            "(about 3 min an epoch): 88.1%, 90.7%, 91.3% test accuracy after epochs 1-3 (90.96% without "
-            "label smoothing). The post's SGD 0.01 (momentum 0.9, batch 128) reaches 88.0% in 3 epochs with "
-            "this net's He initialisation.",
-            TrainConfig(
-                variant="mnist", dataset="fashion-mnist", epochs=3, batch_size=64, optimizer="adamw",
-                lr=1e-3, momentum=0.9, weight_decay=5e-4, schedule="cosine", label_smoothing=0.1,
-            ),
-        ),
-        Recipe(
-            "cifar",
-            "32x32 CIFAR net on CIFAR-10",
-            "The pytorch-cifar10 AlexNet at 32x32: SGD 0.01, momentum 0.9, weight decay 5e-4, batch 128, "
-            "flip + 4-pixel crop augmentation, cosine schedule over 30 epochs.",
-            TrainConfig(
-                variant="cifar", dataset="cifar10", epochs=30, batch_size=128, optimizer="sgd", lr=0.01,
-                momentum=0.9, weight_decay=5e-4, schedule="cosine", flip=True, crop_padding=4,
-            ),
-        ),
-        Recipe(
-            "paper",
-            "2012 paper net on CIFAR-10 at 227",
-            "The paper's recipe at 227x227: SGD 0.01, momentum 0.9, weight decay 5e-4, batch 128, the rate "
-            "divided by 10 every 10 epochs, flip + crop augmentation (CIFAR-10 upsampled; ImageNet is not bundled).",
-            TrainConfig(
-                variant="paper", dataset="cifar10", epochs=30, batch_size=128, optimizer="sgd", lr=0.01,
-                momentum=0.9, weight_decay=5e-4, schedule="step", step_size=10, gamma=0.1, flip=True,
-                crop_padding=4,
-            ),
-        ),
-        Recipe(
-            "lrn-cifar10",
-            "AlexNet + LRN on CIFAR-10 at 227",
-            "The LRN blog post: torchvision layout with LRN, CIFAR-10 upsampled to 227, Adam 1e-3 with the "
-            "rate halved every 5 epochs by a scheduler (not by re-creating the optimizer), batch 64.",
-            TrainConfig(
-                variant="lrn", dataset="cifar10", epochs=20, batch_size=64, optimizer="adam", lr=1e-3,
-                weight_decay=0.0, schedule="step", step_size=5, gamma=0.5,
-            ),
-        ),
-        Recipe(
-            "bn-catsdogs",
-            "BatchNorm AlexNet on a cats-vs-dogs folder at 227",
-            "The cats-vs-dogs post: BatchNorm after every conv, 227x227, Adam 1e-4, batch 32, flip "
-            "augmentation. Set folder to a folder with cats/ and dogs/ (or train/ and test/) inside.",
-            TrainConfig(
-                variant="bn", dataset="folder", epochs=10, batch_size=32, optimizer="adam", lr=1e-4,
-                weight_decay=0.0, flip=True,
-            ),
-        ),
-        Recipe(
-            "torchvision-flowers",
-            "torchvision AlexNet on Flowers102 at 224",
-            "torchvision's AlexNet on Flowers102 at 224: SGD 0.002, momentum 0.9, batch 32, rotation 10 "
-            "degrees + crop + flip augmentation.",
-            TrainConfig(
-                variant="torchvision", dataset="flowers102", epochs=30, batch_size=32, optimizer="sgd",
-                lr=0.002, momentum=0.9, weight_decay=5e-4, flip=True, crop_padding=8, rotation=10.0,
-            ),
-        ),
+    entry.name: Recipe(
+        entry.name, entry.title, entry.description, TrainConfig(**entry.settings), kind=entry.kind,
+        reference=entry.reference, differences=entry.differences, reported=entry.reported,
     )
+    for entry in recipes.ENTRIES
 }
 
 
 def list_recipes() -> list[str]:
-    """Recipe names, the quick demo first."""
+    """Recipe names, the quick demo first, then each reference setup as written and ours."""
     return list(RECIPES)
 
 
@@ -596,3 +543,31 @@ def get_recipe(name: str) -> Recipe:
         return RECIPES[name]
     except (KeyError, TypeError):
         raise ConfigError(f"Unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}.") from None
+
+
+def recipe_for(variant: str, dataset: str) -> Recipe | None:
+    """Our recipe for training ``variant`` on ``dataset`` (``recipes.ours_for``), or None:
+    where a run chosen without a recipe starts from."""
+    name = recipes.ours_for(variant, dataset)
+    return RECIPES[name] if name else None
+
+
+# Fields that say where and how fast a run trains, not what it learns.
+_MACHINE_FIELDS = {"recipe", "device", "threads", "channels_last", "data_root", "folder", "precision",
+                   "nproc_per_node", "compile"}
+
+
+def reported_line(config: TrainConfig, test_acc: float | None) -> str | None:
+    """"The post reported 82% test accuracy; this run: 80.31%." for a run made from an as-written
+    recipe whose post reported a figure, naming any setting the run changed; None otherwise."""
+    recipe = RECIPES.get(config.recipe or "")
+    if recipe is None or recipe.reported is None:
+        return None
+    line = f"{recipe.reference[:1].upper()}{recipe.reference[1:]} reported {recipe.reported.text}"
+    if test_acc is None:
+        return line + "."
+    theirs, ours = recipe.config.to_dict(), config.to_dict()
+    changed = [f"{k} {ours[k]} instead of {theirs[k]}" for k in theirs
+               if k not in _MACHINE_FIELDS and k in ours and ours[k] != theirs[k]]
+    return (f"{line}; this run: {100 * test_acc:.2f}%"
+            + (f" (it changed the recipe: {', '.join(changed)})" if changed else "") + ".")

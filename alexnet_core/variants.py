@@ -59,6 +59,10 @@ class LRN:
 
 LayerSpec = Union[Conv, Pool, LRN]
 
+INITS = ("default", "paper", "kaiming")
+# Every variant takes these options: a reference post's own network can differ from ours in just these.
+COMMON_OPTIONS = ("dropout", "linear_init")
+
 
 @dataclass(frozen=True)
 class VariantSpec:
@@ -80,7 +84,7 @@ class VariantSpec:
     # keeps the activations' scale through ReLU layers, so a small net starts learning at once)
     init: str = "default"
     hidden_bias_init: float = 0.0
-    options: tuple[str, ...] = field(default=())  # extra keyword options get_model accepts
+    options: tuple[str, ...] = field(default=COMMON_OPTIONS)  # keyword options get_model accepts
 
 
 # --------------------------------------------------------------------------- #
@@ -133,7 +137,7 @@ _SPECS: dict[str, VariantSpec] = {
             hidden=(4096, 4096),
             init="paper",
             hidden_bias_init=1.0,
-            options=("groups",),
+            options=("groups", *COMMON_OPTIONS),
         ),
         VariantSpec(
             name="torchvision",
@@ -265,7 +269,10 @@ def get_model(
 
     ``input_size`` defaults to the variant's native size. Variants without
     adaptive pooling compute their flatten size from it, so build them for the
-    size they will see. Options: ``groups=2`` for ``paper`` (the two-GPU split).
+    size they will see. Options: ``groups=2`` for ``paper`` (the two-GPU split);
+    for every variant ``dropout`` (the hidden layers' dropout probability, 0 for
+    none) and ``linear_init`` (one of ``INITS``: how the linear layers start,
+    where a post's code differs from its variant's own initialisation).
     """
     spec = get_spec(name)
     unknown = set(options) - set(spec.options)
@@ -275,13 +282,19 @@ def get_model(
     groups = options.get("groups", 1)
     if groups not in (1, 2):
         raise ValueError(f"groups must be 1 or 2 (the paper's two-GPU split), got {groups!r}.")
+    dropout = options.get("dropout", spec.dropout)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a probability, at least 0 and below 1, got {dropout!r}.")
+    linear_init = options.get("linear_init", spec.init)
+    if linear_init not in INITS:
+        raise ValueError(f"linear_init must be one of {', '.join(INITS)}, got {linear_init!r}.")
     if in_channels < 1 or num_classes < 1:
         raise ValueError(f"in_channels and num_classes must be >= 1, got {in_channels} and {num_classes}.")
     size = spec.input_size if input_size is None else int(input_size)
     minimum = min_input_size(name)
     if size < minimum:
         raise ValueError(f"{name} needs at least {minimum}x{minimum} input, got {size}x{size}.")
-    return AlexNet(spec, in_channels, num_classes, size, groups=groups)
+    return AlexNet(spec, in_channels, num_classes, size, groups=groups, dropout=float(dropout), linear_init=linear_init)
 
 
 # --------------------------------------------------------------------------- #
@@ -331,13 +344,16 @@ def _spec_of(thing) -> VariantSpec:
 class AlexNet(nn.Module):
     """``features`` -> ``avgpool`` -> flatten -> ``classifier``, built from a spec."""
 
-    def __init__(self, spec: VariantSpec, in_channels: int, num_classes: int, input_size: int, groups: int = 1):
+    def __init__(self, spec: VariantSpec, in_channels: int, num_classes: int, input_size: int, groups: int = 1,
+                 dropout: float | None = None, linear_init: str | None = None):
         super().__init__()
         self.spec = spec
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.input_size = input_size
         self.groups = groups
+        dropout = spec.dropout if dropout is None else dropout
+        linear_init = linear_init or spec.init
 
         layers: list[nn.Module] = []
         channels = in_channels
@@ -351,7 +367,7 @@ class AlexNet(nn.Module):
                     padding=layer.padding,
                     groups=groups if layer.split else layer.groups,
                 )
-                self._init(conv, layer.bias_init)
+                self._init(conv, spec.init, layer.bias_init)
                 layers.append(conv)
                 if spec.batch_norm:
                     layers.append(nn.BatchNorm2d(layer.out_channels))
@@ -374,23 +390,24 @@ class AlexNet(nn.Module):
         head: list[nn.Module] = []
         for hidden in spec.hidden:
             linear = nn.Linear(width, hidden)
-            self._init(linear, spec.hidden_bias_init)
+            self._init(linear, linear_init, spec.hidden_bias_init)
             # Dropout is not in-place: an in-place dropout on a ReLU's output breaks backward.
             if spec.dropout_after:
-                head += [linear, nn.ReLU(inplace=True), nn.Dropout(spec.dropout)]
+                head += [linear, nn.ReLU(inplace=True), nn.Dropout(dropout)]
             else:
-                head += [nn.Dropout(spec.dropout), linear, nn.ReLU(inplace=True)]
+                head += [nn.Dropout(dropout), linear, nn.ReLU(inplace=True)]
             width = hidden
         out = nn.Linear(width, num_classes)
-        self._init(out, 0.0, nonlinearity="linear")
+        self._init(out, linear_init, 0.0, nonlinearity="linear")
         head.append(out)
         self.classifier = nn.Sequential(*head)
 
-    def _init(self, module: nn.Conv2d | nn.Linear, bias: float, nonlinearity: str = "relu") -> None:
-        if self.spec.init == "paper":
+    @staticmethod
+    def _init(module: nn.Conv2d | nn.Linear, how: str, bias: float, nonlinearity: str = "relu") -> None:
+        if how == "paper":
             nn.init.normal_(module.weight, mean=0.0, std=0.01)
             nn.init.constant_(module.bias, bias)
-        elif self.spec.init == "kaiming":
+        elif how == "kaiming":
             if nonlinearity == "relu":
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
             else:  # the output layer: near-zero logits, so the first loss is ln(classes)

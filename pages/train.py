@@ -71,7 +71,11 @@ def config_from_state(recipe_name: str) -> TrainConfig:
     variant, dataset, size = trained_choice(recipe)
     values = {s.name: s.kind(state.get(prefix + s.name, getattr(recipe.config, s.name)))
               for s in SETTINGS if s.section}
-    options = {"groups": 2} if state.get(prefix + "groups") and "groups" in variants.get_spec(variant).options else {}
+    allowed = variants.get_spec(variant).options
+    # The recipe's own network options (a post's dropout or initialisation), then the groups box's.
+    options = {k: v for k, v in recipe.config.variant_options.items() if k in allowed and k != "groups"}
+    if state.get(prefix + "groups") and "groups" in allowed:
+        options["groups"] = 2
     return recipe.make_config(
         variant=variant, dataset=dataset, input_size=size,
         folder=(state.get("folder") or "").strip() or None if dataset == "folder" else None,
@@ -187,6 +191,17 @@ def launch_message_ui() -> None:
         st.toast(f"Started run {md(text)}", icon=":material/rocket_launch:")
 
 
+def recipe_text_ui(recipe: Recipe) -> None:
+    """The recipe's description, the figure its post reported, and each way it differs from the post, with why."""
+    st.caption(md(recipe.description))
+    if recipe.reported:
+        post = recipe.reference[:1].upper() + recipe.reference[1:]
+        st.caption(f":material/flag: {md(post)} reported {md(recipe.reported.text)}.")
+    if recipe.differences:
+        with st.expander(f"How it differs from {md(recipe.reference)}, and why ({len(recipe.differences)})"):
+            st.markdown("\n".join(f"- **{md(d.what)}**: {md(d.why)}." for d in recipe.differences))
+
+
 def settings_ui(sel: choice.Selection, busy: bool) -> None:
     left, right = st.columns([3, 2], gap="large")
     with left:
@@ -195,7 +210,7 @@ def settings_ui(sel: choice.Selection, busy: bool) -> None:
             help="A preset that reproduces a reference setup; it fills in the settings below.",
         )
         recipe = get_recipe(recipe_name)
-        st.caption(recipe.description)
+        recipe_text_ui(recipe)
     with right:
         base = recipe.config
         ours = (base.variant, base.dataset, base.resolved_input_size)

@@ -86,8 +86,10 @@ def test_a_run_downloads_a_dataset_that_is_not_here(lab_data_root, tmp_path, md5
 def test_the_cli_trains_on_a_dataset_it_downloads_first(lab_data_root, tmp_path, md5_by_content, downloads, capsys):
     code = main(["train", "--variant", "cifar", "--dataset", "cifar10", "--epochs", "1", "--batch-size", "8",
                  "--threads", "1", "--runs-dir", str(tmp_path / "runs")])
-    assert code == 0, capsys.readouterr()
-    assert downloads.done == ["cifar10"] and "finished: test accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert downloads.done == ["cifar10"] and "finished: test accuracy" in out
+    assert "settings from the cifar recipe, ours for cifar on cifar10" in out  # no recipe named: ours for the pair
 
 
 def test_offline_the_run_fails_saying_where_the_files_go(lab_data_root, tmp_path, md5_by_content, downloads):

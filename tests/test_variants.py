@@ -115,6 +115,19 @@ def test_layered_is_the_survey_posts_network():
     assert model(torch.randn(1, 3, 227, 227)).shape == (1, 1000)
 
 
+def test_every_variant_takes_a_posts_dropout_and_linear_initialisation():
+    for name in list_models():
+        model = get_model(name, dropout=0.0, linear_init="default")
+        assert all(m.p == 0 for m in model.modules() if isinstance(m, nn.Dropout)), name
+    default = [m for m in get_model("paper", 3, 10, linear_init="default").classifier if isinstance(m, nn.Linear)]
+    assert not torch.all(default[0].bias == 1)  # PyTorch's own init, not the paper's bias 1
+    assert _count(get_model("paper", 3, 1000, dropout=0.2)) == 62_378_344
+    with pytest.raises(ValueError, match="dropout must be a probability"):
+        get_model("mnist", dropout=1.0)
+    with pytest.raises(ValueError, match="linear_init must be one of default, paper, kaiming"):
+        get_model("mnist", linear_init="xavier")
+
+
 def test_no_inplace_dropout_after_relu():
     for name in list_models():
         for module in get_model(name).modules():
