@@ -73,7 +73,7 @@ def job_for(key: tuple, work) -> Job:
                     job.finished.set()
 
             threading.Thread(target=run, name=f"learned-{key[0]}", daemon=True).start()
-    job.finished.wait(0.3)  # what is only read from the run folder is there on this run
+            job.finished.wait(0.3)  # what is only read from the run folder is there on this run
     return job
 
 
@@ -103,7 +103,9 @@ def progress_ui(key: tuple) -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _kept_features(run_dir: str, stamp: tuple, ds_key: tuple, _ds) -> insight.Features:
-    return insight.run_features(run_dir, _ds)
+    features = insight.run_features(run_dir, _ds)
+    features.train_norms  # computed once here: every lookup needs them
+    return features
 
 
 def features_ui(run_dir: Path, ds, ds_key: tuple) -> insight.Features | None:
@@ -183,7 +185,15 @@ def filters_ui(run_id: str, run_dir: Path, ds) -> None:
     if not epochs:
         old_run_filters_ui(run_id, ds, colour)
         return
-    kernels = {e: insight.load_kernels(run_dir, e) for e in epochs}
+    kernels = {}
+    for e in epochs:
+        try:
+            kernels[e] = insight.load_kernels(run_dir, e)
+        except ValueError as exc:
+            st.warning(md(exc), icon=":material/broken_image:")
+    epochs = list(kernels)
+    if not epochs:
+        return
     n, c, k, _ = kernels[epochs[-1]].shape
     st.markdown(f"Each tile is one of the first layer's **{n}** filters ({k}x{k}"
                 + (", its three input channels as red, green and blue" if colour and c == 3 else ", grey") +
@@ -229,7 +239,7 @@ def closest_ui(run_dir: Path, ds, ds_key: tuple, preds: pd.DataFrame, classes: l
         return
     row = preds.set_index("index").loc[index]
     truth, said = classes[int(row["label"])], classes[int(row["pred"])]
-    found = insight.nearest(features.train, features.test[index], NEIGHBOURS, ds.train_y.numpy())
+    found = features.closest(index, NEIGHBOURS, ds.train_y.numpy())
     left, right = st.columns([1, 4], gap="large")
     left.image(predict.tile_image(ds.test_x[index], truth == said, target=160), width="stretch")
     left.markdown(f"Test image **#{index}**: true **{md(truth)}**, the network said **{md(said)}** "
@@ -347,7 +357,7 @@ def flipped_ui(run_id: str, epochs: list[int], ds, classes: list[str]) -> None:
     a, b = st.columns(2)
     first = a.selectbox("From epoch", epochs[:-1], key=f"learned_from:{run_id}")
     later = [e for e in epochs if e > first]
-    second = b.selectbox("To epoch", later, index=len(later) - 1, key=f"learned_to:{run_id}")
+    second = b.selectbox("To epoch", later, index=len(later) - 1, key=f"learned_to:{run_id}:{first}")
     worse, better = insight.flipped(cached.predictions(run_id, first), cached.predictions(run_id, second))
     m = st.columns(3)
     m[0].metric("Right → wrong", f"{len(worse):,}")

@@ -3,6 +3,8 @@ what flipped, on small nets and data the tests make (and one tiny real run)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,6 +130,20 @@ def test_nearest_is_exact_and_sorted():
     train = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0], [0.0, 2.0]], dtype=torch.float16)
     found = insight.nearest(train, torch.tensor([0.0, 0.0]), k=10)
     assert found["index"].tolist() == [0, 2, 3, 1] and found["distance"].tolist() == [0.0, 1.0, 2.0, 5.0]
+
+
+def test_nearest_among_many_rows_matches_every_difference():
+    g = torch.Generator().manual_seed(1)
+    train = torch.rand(3000, 64, generator=g).half()
+    for query in (torch.rand(64, generator=g), train[1234].float()):
+        found = insight.nearest(train, query, k=12)
+        every = (train.float() - query).square().sum(dim=1).sqrt()
+        values, index = torch.sort(every, stable=True)
+        assert found["index"].tolist() == index[:12].tolist()
+        np.testing.assert_allclose(found["distance"], values[:12].numpy(), rtol=1e-6)
+    assert found["index"][0] == 1234 and found["distance"][0] == 0.0
+    features = insight.Features(train, train[:5], 1, 0.1, "best", Path("."), (1, 2, 3))
+    pd.testing.assert_frame_equal(features.closest(3, 4), insight.nearest(train, train[3], 4))
 
 
 def test_run_features_are_computed_once_and_cached_in_the_run_folder(tiny_run, monkeypatch):
