@@ -2,7 +2,7 @@
 
     variants                      the AlexNet variants
     datasets                      the datasets, and where each is available from right now
-    summary --variant V --dataset D [--input-size N]   layer table and shape trace
+    summary --variant V --dataset D [--input-size N] [--num-classes K]   layer table and shape trace
     recipes                       the named training presets
     train [--recipe R] [--variant V --dataset D --epochs N ...] [--detach] [--runs-dir DIR]
                                   one flag per TrainConfig setting (config.SETTINGS): train --help
@@ -195,13 +195,16 @@ def cmd_summary(args) -> int:
     minimum = variants.min_input_size(args.variant)
     if size < minimum:
         raise BadInput(f"The {args.variant} variant needs an input of at least {minimum}x{minimum} pixels; got {size}x{size}.")
-    num_classes = info.num_classes or 2
+    if args.num_classes is not None and args.num_classes < 1:
+        raise BadInput(f"--num-classes must be at least 1, got {args.num_classes}.")
+    num_classes = args.num_classes or info.num_classes or 2
     model = variants.get_model(args.variant, in_channels=spec.in_channels, num_classes=num_classes, input_size=size)
     table, totals = anatomy.layer_table(model, size, spec.in_channels)
     adapt = ""
     if (info.channels, info.image_size) != (spec.in_channels, size):
         adapt = f" ({info.title} images are {info.channels}x{info.image_size}x{info.image_size}: adapted to the input)"
-    classes = f"{num_classes} classes" + ("" if info.num_classes else " (a folder's own count when trained)")
+    classes = f"{num_classes} classes" + (" (--num-classes)" if args.num_classes else "" if info.num_classes
+                                          else " (a folder's own count when trained)")
     print(f"{spec.title} on {info.title}: input {spec.in_channels}x{size}x{size}{adapt}, {classes}")
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(table.to_string(index=False))
@@ -449,6 +452,8 @@ def build_parser(settings=None) -> argparse.ArgumentParser:
     p.add_argument("--variant", required=True)
     p.add_argument("--dataset", default="digits")
     p.add_argument("--input-size", type=int)
+    p.add_argument("--num-classes", type=int, help="the output layer's width (default: the dataset's classes); "
+                   "1000 gives the ImageNet-sized figures the posts print")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("recipes", help="list the training recipes")

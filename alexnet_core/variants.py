@@ -175,7 +175,11 @@ _SPECS: dict[str, VariantSpec] = {
         VariantSpec(
             name="cifar",
             title="AlexNet for 32x32 (CIFAR)",
-            description="3x3 kernels and 2x2 pools for 32x32 images; a 256*2*2 classifier input.",
+            # The posts' question "resize 32-px images to 227, or change the kernels?", answered where it is asked.
+            description="3x3 kernels and 2x2 pools for 32x32 images; a 256*2*2 classifier input. Resize "
+            "32-px images to 227, or change the kernels? Both train here: lrn or paper keep AlexNet's layers and "
+            "take CIFAR-10 upsampled to 227 (11-18 times the work per image, and no new detail); this variant "
+            "keeps AlexNet's five convolutions and three linear layers, with kernels that fit 32 px.",
             source="pytorch-cifar10 AlexNet",
             input_size=32,
             in_channels=3,

@@ -202,6 +202,20 @@ def recipe_text_ui(recipe: Recipe) -> None:
             st.markdown("\n".join(f"- **{md(d.what)}**: {md(d.why)}." for d in recipe.differences))
 
 
+def normalisation_ui(config: TrainConfig) -> None:
+    """Where the inputs' mean and std come from, with their values once the images are here."""
+    text = ("Each input channel is normalised with the mean and std of this dataset's training split, computed "
+            "when its images load and saved in every checkpoint of the run")
+    if choice.dataset_availability(config.dataset, config.folder)[0]:
+        try:
+            data = cached.load_dataset(config.dataset, config.data_root, config.folder)
+            numbers = lambda values: ", ".join(f"{v:.3f}" for v in values)  # noqa: E731
+            text += f": mean {numbers(data.mean)}, std {numbers(data.std)}"
+        except Exception:  # a folder that cannot train: the check below the form says why
+            pass
+    st.caption(f":material/tune: {text}.")
+
+
 def settings_ui(sel: choice.Selection, busy: bool) -> None:
     left, right = st.columns([3, 2], gap="large")
     with left:
@@ -221,6 +235,7 @@ def settings_ui(sel: choice.Selection, busy: bool) -> None:
                      format_func=lambda what: describe(what, ours if what == RECIPES_CHOICE else theirs))
         variant, dataset, size = trained_choice(recipe)
         st.markdown(f"Trains **{variant}** on **{dataset}** at **{size}x{size}**.")
+        normalisation_ui(config_from_state(recipe_name))
     config = form_ui(recipe, sel)
     can_launch = estimate_ui(config, busy=busy)
     if refusal := classroom.launch_refusal():  # one person's share of the single training slot

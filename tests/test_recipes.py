@@ -181,3 +181,35 @@ def test_the_train_page_launches_a_recipes_own_network_options(ui_lab):
     [run_id] = set(runs.list_runs()["id"]) - before
     runs.stop(run_id)
     assert runs.read_config(run_id).variant_options == {"dropout": 0.0}  # the post's net has no dropout
+
+
+# --------------------------------------------------------------- the posts' own questions
+
+
+def test_the_train_page_says_where_mean_and_std_come_from_and_shows_them(ui_lab):
+    from alexnet_core import datasets
+
+    at = open_train()  # the quick recipe: digits, here on every computer
+    assert not at.exception
+    digits = datasets.load_dataset("digits")
+    [note] = [c.value for c in at.caption if "normalised with the mean and std" in c.value]
+    assert "training split" in note and "checkpoint" in note
+    assert f"mean {digits.mean[0]:.3f}, std {digits.std[0]:.3f}" in note
+
+
+def test_summary_takes_the_number_of_classes(capsys):
+    from alexnet_core.__main__ import main
+
+    assert main(["summary", "--variant", "torchvision", "--num-classes", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "1000 classes (--num-classes)" in out and "totals: params 61,100,840," in out  # torchinfo's figure
+    assert main(["summary", "--variant", "mnist", "--num-classes", "0"]) == 2
+    assert "--num-classes must be at least 1" in capsys.readouterr().err
+
+
+def test_the_cifar_variant_answers_resize_or_change_the_kernels():
+    from alexnet_core import variants
+
+    text = variants.get_spec("cifar").description
+    assert "Resize 32-px images to 227, or change the kernels?" in text
+    assert all(f" {name} " in text for name in ("lrn", "paper")) and "upsampled to 227" in text
