@@ -217,6 +217,13 @@ def wait_for_chart(pg, title: str, trace: str, predicate_js: str, arg=None, time
 # --------------------------------------------------------------------------- training processes
 
 
+def shown_as(run_id: str, runs_dir: Path | None = None) -> str:
+    """The short name the pages show for ``run_id`` (``mnist · digits #1``)."""
+    from alexnet_core import runs
+
+    return runs.list_runs(runs_dir).set_index("id").at[run_id, "name"]
+
+
 def run_pids(runs_dir: Path) -> dict[str, int]:
     """{run id: pid} of every run folder whose status.json names a live process."""
     from alexnet_core import runfiles

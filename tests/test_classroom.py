@@ -17,9 +17,11 @@ from streamlit.testing.v1 import AppTest
 
 from alexnet_core import runs
 from alexnet_core.runfiles import FileLock, process_start_time, read_json, update_status, write_json_atomic
+from tests.browser import shown_as
 from tests.fixtures import tiny_config as tiny
 from tests.test_pages import no_errors, open_files, open_page, texts
 from ui import choice, classroom, live
+from ui.formatting import md
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -169,7 +171,7 @@ def test_only_whoever_launched_a_run_or_the_teacher_may_stop_resume_or_delete_it
 
     student = watch(running)
     no_errors(student)
-    assert f"Run `{running}` is **running**" in texts(student)  # the run and its charts, for everyone
+    assert f"{md(shown_as(running))} is **running**" in texts(student)  # the run and its charts, for everyone
     assert len(student.get("plotly_chart")) == 2
     assert not [b for b in student.button if b.key == f"stop:{running}"]
     assert "Only whoever launched this run, or the teacher, can stop it." in sentences(student)

@@ -14,8 +14,7 @@ import pytest
 
 from tests.browser import (
     CHROMIUM, DRAWN_CHART, PROGRESS, QUICK_SIZE, VIEWPORT, Server, chart_xs, lab_env, launch_chromium, nav, no_exception,
-    projector_page, settle,
-    shot, wait_for_chart,
+    projector_page, settle, shot, shown_as, wait_for_chart,
 )
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -68,7 +67,14 @@ def digit_png() -> bytes:
     return buf.getvalue()
 
 
-def test_journey_home_model_train_predictions_runs(server, page):
+def only_run(running) -> str:
+    from alexnet_core import runs
+
+    (run_id,) = runs.list_runs(running.env["ALEXNET_LAB_RUNS"])["id"]
+    return run_id
+
+
+def test_journey_home_model_train_predictions_runs(running, server, page):
     expect = playwright_api.expect
     expect.set_options(timeout=60_000)
     pg = page
@@ -101,7 +107,7 @@ def test_journey_home_model_train_predictions_runs(server, page):
     expect(launch).to_be_enabled()
     launch.click()
     expect(pg.get_by_text("is finished")).to_be_visible(timeout=240_000)
-    run_id = re.search(r"Run (\S+) is finished", pg.get_by_text("is finished").inner_text()).group(1)
+    run_id = only_run(running)
     settle(pg)  # the full rerun that stops the polling
     expect(pg.get_by_text("epoch 1 of 1")).to_be_visible()  # the epochs typed just before the click
     # One chart of each, once the rerun that stops the polling has replaced the
@@ -264,7 +270,7 @@ def test_a_watched_run_updates_its_status_and_charts_in_place(running, page):
     run_id = runs.launch(TrainConfig(variant="mnist", dataset="digits", input_size=96, epochs=3, batch_size=32), runs_dir)
     try:
         page.goto(f"{running.url}/train?run={run_id}")
-        expect(page.get_by_text(f"{run_id} is running")).to_be_visible()
+        expect(page.get_by_text(f"{shown_as(run_id, runs_dir)} is running")).to_be_visible()
         page.evaluate("() => { window.__sameDocument = true; }")
         bar = page.locator(PROGRESS).first
         expect(bar).to_contain_text(re.compile(r"step [1-9]"))

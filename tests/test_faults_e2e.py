@@ -26,7 +26,7 @@ import pytest
 from alexnet_core import runfiles, runs
 from tests.browser import (
     CHROMIUM, DRAWN_CHART, PROGRESS, QUICK_SIZE, VIEWPORT, Server, chart_xs, error_texts, kill_runs, lab_env, launch_chromium,
-    settle, shot, wait_for_chart, wait_until,
+    settle, shot, shown_as, wait_for_chart, wait_until,
 )
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -103,7 +103,7 @@ def launch_quick_demo(pg, url: str, runs_dir: Path, epochs: int) -> str:
     open_train(pg, url)
     fill_quick_demo(pg, epochs=epochs).click()
     run_id = the_one_run(runs_dir)
-    expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
+    expect(pg.get_by_text(f"{shown_as(run_id, runs_dir)} is running")).to_be_visible()
     return run_id
 
 
@@ -181,7 +181,7 @@ def test_server_restart_while_a_run_trains_reattaches_with_full_history(lab, ser
     between = len(step_events(run_id, runs_dir))
     first_step = step_events(run_id, runs_dir)[0]["step"]
     open_train(pg, server.url)
-    expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
+    expect(pg.get_by_text(f"{shown_as(run_id, runs_dir)} is running")).to_be_visible()
     expect(pg.locator(DRAWN_CHART).first).to_be_visible()
     # The restarted page reads the history from the start, not just what came after the restart.
     wait_for_chart(pg, "Loss", "training (per step)", "x[0] === arg[0] && x.length >= arg[1]", arg=[first_step, between])
@@ -189,7 +189,7 @@ def test_server_restart_while_a_run_trains_reattaches_with_full_history(lab, ser
     expect(bar).not_to_have_text(seen)  # and it is live again
     assert_no_errors(pg)
 
-    expect(pg.get_by_text(f"{run_id} is finished")).to_be_visible(timeout=RUN_MS)
+    expect(pg.get_by_text(f"{shown_as(run_id, runs_dir)} is finished")).to_be_visible(timeout=RUN_MS)
     expect(bar).to_contain_text("epoch 6 of 6")
     assert runs.status(run_id, runs_dir)["state"] == "finished"
     _, epochs = runs.metrics_frames(run_id, runs_dir)
@@ -219,7 +219,7 @@ def test_sigkill_of_the_training_process_shows_interrupted_and_resume_finishes(l
     pid = runs.status(run_id, runs_dir)["pid"]
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
-    expect(pg.get_by_text(f"{run_id} is interrupted")).to_be_visible(timeout=INTERRUPTED_MS)
+    expect(pg.get_by_text(f"{shown_as(run_id, runs_dir)} is interrupted")).to_be_visible(timeout=INTERRUPTED_MS)
     print(f"the page said interrupted {time.monotonic() - killed:.1f} s after the kill")
     expect(pg.get_by_text("stopped unexpectedly")).to_be_visible()
     resume = pg.get_by_role("button", name="Resume")
@@ -228,7 +228,7 @@ def test_sigkill_of_the_training_process_shows_interrupted_and_resume_finishes(l
     shot(pg, "faults-interrupted")
 
     resume.click()
-    expect(pg.get_by_text(f"{run_id} is finished")).to_be_visible(timeout=RUN_MS)
+    expect(pg.get_by_text(f"{shown_as(run_id, runs_dir)} is finished")).to_be_visible(timeout=RUN_MS)
     expect(progress(pg)).to_contain_text("epoch 3 of 3")
     assert_no_errors(pg)
     st = runs.status(run_id, runs_dir)
@@ -284,7 +284,7 @@ def test_two_quick_clicks_on_launch_make_one_run(lab, server, browser):
     already = len(sent)
     launch.evaluate(DOUBLE_CLICK)
     run_id = the_one_run(runs_dir)
-    expect(pg.get_by_text(f"{run_id} is running")).to_be_visible()
+    expect(pg.get_by_text(f"{shown_as(run_id, runs_dir)} is running")).to_be_visible()
     assert launch_triggers(sent[already:]) == 2, "both clicks reached the server"
     # The clicks were handled before these redraws: two live updates later, every rerun they asked for is done.
     bar = progress(pg)
@@ -295,5 +295,5 @@ def test_two_quick_clicks_on_launch_make_one_run(lab, server, browser):
     assert "could not be started" not in pg.content()
     assert_no_errors(pg)
     runs.stop(run_id, runs_dir)
-    expect(pg.get_by_text(f"{run_id} is stopped")).to_be_visible()
+    expect(pg.get_by_text(f"{shown_as(run_id, runs_dir)} is stopped")).to_be_visible()
     assert run_ids(runs_dir) == [run_id]

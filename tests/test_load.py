@@ -57,7 +57,7 @@ import pytest
 from alexnet_core import runs
 from bench.procstat import OtherLoad, cpu_seconds, descendants
 from alexnet_core.config import TrainConfig
-from tests.browser import ARTIFACTS, CHROMIUM, ERRORS, PROGRESS, Server, kill_runs, lab_env, launch_chromium, settle, wait_until
+from tests.browser import ARTIFACTS, CHROMIUM, ERRORS, PROGRESS, Server, kill_runs, lab_env, launch_chromium, settle, shown_as, wait_until
 
 VIEWERS = 20
 MAX_DROP = 0.25  # the test's bound; the target is 0.15
@@ -181,7 +181,7 @@ def open_viewers(browser, url: str, run_id: str, count: int) -> list:
         pages.append(pg)
     for i, pg in enumerate(pages):
         try:
-            expect(pg.get_by_text(f"{run_id} is running")).to_be_visible(timeout=PAGE_MS)
+            expect(pg.get_by_text(f"{shown_as(run_id)} is running")).to_be_visible(timeout=PAGE_MS)
             expect(pg.locator(PROGRESS)).to_contain_text("step", timeout=PAGE_MS)
         except AssertionError as exc:  # keep what the page showed
             ARTIFACTS.mkdir(exist_ok=True)

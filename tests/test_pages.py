@@ -17,7 +17,9 @@ from streamlit.testing.v1 import AppTest
 
 from alexnet_core import datasets, runs, variants
 from alexnet_core.config import get_recipe
+from tests.browser import shown_as
 from ui import choice
+from ui.formatting import md
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "frame.py")
 PAGES = {
@@ -203,7 +205,7 @@ def test_train_launches_a_run_that_finishes(ui_lab):
     assert runs.wait(run_id, timeout=240)["state"] == "finished"
     at.run()  # AppTest never fires run_every: rerun to see the new state
     no_errors(at)
-    assert f"Run `{run_id}` is **finished**" in texts(at)
+    assert f"{md(shown_as(run_id))} is **finished**" in texts(at)
     assert "test accuracy" in texts(at)
     assert chart_titles(at) == ["Loss", "Accuracy per epoch"]
     assert runs.read_config(run_id).epochs == 1
@@ -610,11 +612,11 @@ def test_a_queued_run_says_what_it_waits_for_and_can_be_cancelled(ui_lab):
         at = open_page("train", run=second)
         no_errors(at)
         [line] = at.get("progress")
-        assert line.proto.text.startswith(f"waiting for run {first}: epoch "), line.proto.text
+        assert line.proto.text.startswith(f"waiting for {shown_as(first)}: epoch "), line.proto.text
         at.button(key=f"cancel:{second}").click().run()
         no_errors(at)
         assert runs.status(second)["state"] == "stopped"
-        assert f"Run `{second}` is **stopped**" in texts(at)
+        assert f"{md(shown_as(second))} is **stopped**" in texts(at)
     finally:
         for run_id in (second, first):
             runs.stop(run_id)

@@ -29,8 +29,8 @@ from alexnet_core import paths, runs
 from alexnet_core.runfiles import ACTIVE_STATES
 from ui import classroom
 from ui.charts import accuracy_figure, loss_figure
-from ui.choice import PREDICTIONS, pick_run_ui, run_ids_newest_first, session_id
-from ui.formatting import error_ui, format_duration, percent
+from ui.choice import PREDICTIONS, pick_run_ui, run_ids_newest_first, run_names, session_id
+from ui.formatting import error_ui, format_duration, md, percent
 
 STATUS_EVERY_S = 2
 CHARTS_EVERY_S = 5
@@ -224,11 +224,12 @@ def watch_ui(frame: pd.DataFrame) -> None:
     if active:
         st.session_state["_watching"] = run_id
     scale = refresh_scale(run_metrics(run_id).audience.seen(session_id())) if active else 1
-    st.fragment(_status_view, run_every=STATUS_EVERY_S * scale if active else None)(run_id, active, scale)
+    name = run_names(frame).get(run_id, run_id)
+    st.fragment(_status_view, run_every=STATUS_EVERY_S * scale if active else None)(run_id, name, active, scale)
     st.fragment(_charts_view, run_every=CHARTS_EVERY_S * scale if active else None)(run_id, active)
 
 
-def _status_view(run_id: str, active: bool, scale: int) -> None:
+def _status_view(run_id: str, name: str, active: bool, scale: int) -> None:
     try:
         status = runs.status(run_id)
     except Exception as exc:
@@ -243,7 +244,7 @@ def _status_view(run_id: str, active: bool, scale: int) -> None:
         text = waiting_text(run_id)
     head, controls = st.columns([5, 2])  # wide enough for "See its predictions" at 1280 pixels
     with head:
-        st.markdown(f"#### {STATE_ICONS.get(state, '')} Run `{run_id}` is **{state}**")
+        st.markdown(f"#### {STATE_ICONS.get(state, '')} {md(name)} is **{state}**", help=f"Run id: {run_id}")
         st.progress(fraction, text=text or state)
     with controls:
         _controls_ui(run_id, state, status.get("owner"))
@@ -272,12 +273,13 @@ def waiting_text(run_id: str) -> str:
     """What a queued run waits for: the runs training now, with their progress."""
     try:
         frame = runs.list_runs()
-        ahead = [(rid, runs.status(rid)) for rid, state in zip(frame["id"], frame["state"]) if state == "running"]
+        names = run_names(frame)
+        ahead = [(names[rid], runs.status(rid)) for rid, state in zip(frame["id"], frame["state"]) if state == "running"]
     except Exception:  # an unreadable store: the plain state says enough
         return "queued"
     if not ahead:
         return "queued: it starts as soon as a training slot is free"
-    return "waiting for " + "; ".join(f"run {rid}: {progress_text(status)[1]}" for rid, status in ahead)
+    return "waiting for " + "; ".join(f"{name}: {progress_text(status)[1]}" for name, status in ahead)
 
 
 def _act(action, run_id: str, failure: str, done=None) -> None:
