@@ -518,29 +518,42 @@ class MetricsWriter:
         self._file.close()
 
 
-def read_events(path: str | os.PathLike, offset: int = 0, kinds: tuple[str, ...] | None = None) -> tuple[list[dict], int]:
+def _marks(kind: str) -> tuple[bytes, ...]:
+    """How a line of that event type reads (``"type":"..."`` as MetricsWriter writes it)."""
+    return tuple(f'"type":{space}"{kind}"'.encode() for space in ("", " "))
+
+
+def read_events(path: str | os.PathLike, offset: int = 0, kinds: tuple[str, ...] | None = None, *,
+                max_bytes: int | None = None, step_every: int = 1) -> tuple[list[dict], int]:
     """Events appended to a ``metrics.jsonl`` since byte ``offset``; returns (events, new offset).
 
-    Reads only the bytes after ``offset``. A torn last line (a writer killed
-    mid-line, or one still writing) is left for the next call: the new offset
-    is the end of the last complete line. Lines that are not a JSON object are skipped.
-    With ``kinds``, only events of those types are parsed (the others, most of a
-    long run's lines, are skipped by their text: ``"type":"..."`` as MetricsWriter writes it).
+    Reads only the bytes after ``offset`` (at most ``max_bytes`` of them). A torn
+    last line (a writer killed mid-line, or one still writing) is left for the
+    next call: the new offset is the end of the last complete line. Lines that
+    are not a JSON object are skipped. With ``kinds``, only events of those
+    types are parsed; with ``step_every`` n, only every n-th step event: the
+    others, most of a long run's lines, are skipped by their text unparsed.
     """
     try:
         with open(path, "rb") as f:
             f.seek(offset)
-            chunk = f.read()
+            chunk = f.read(-1 if max_bytes is None else max_bytes)
     except FileNotFoundError:
         return [], offset
     end = chunk.rfind(b"\n")
     if end < 0:
-        return [], offset
+        # A line longer than max_bytes is no event: step over it.
+        return [], offset + (len(chunk) if max_bytes is not None and len(chunk) == max_bytes else 0)
     events = []
-    wanted = None if kinds is None else tuple(f'"type":{space}"{kind}"'.encode() for kind in kinds for space in ("", " "))
+    wanted = None if kinds is None else tuple(mark for kind in kinds for mark in _marks(kind))
+    step, seen = _marks("step"), 0
     for line in chunk[:end].split(b"\n"):
         if wanted is not None and not any(w in line for w in wanted):
             continue
+        if step_every > 1 and any(w in line for w in step):
+            seen += 1
+            if seen % step_every:
+                continue
         if line.strip():
             with contextlib.suppress(ValueError):
                 event = json.loads(line)

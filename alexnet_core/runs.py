@@ -445,13 +445,16 @@ def log_tail(run_id: str, lines: int = 50, runs_dir: str | os.PathLike | None = 
 # Metrics and predictions
 
 
-def read_metrics(run_id: str, offset: int = 0, runs_dir: str | os.PathLike | None = None) -> tuple[list[dict], int]:
+def read_metrics(run_id: str, offset: int = 0, runs_dir: str | os.PathLike | None = None, *,
+                 max_bytes: int | None = None, step_every: int = 1) -> tuple[list[dict], int]:
     """Events appended since byte ``offset``; returns (events, new offset).
 
-    Reads only the bytes after ``offset``; a torn last line is left for the
-    next call (``runfiles.read_events``).
+    Reads only the bytes after ``offset`` (at most ``max_bytes``), parsing only
+    every ``step_every``-th step event; a torn last line is left for the next
+    call (``runfiles.read_events``).
     """
-    return read_events(_existing_run(run_id, runs_dir) / "metrics.jsonl", offset)
+    return read_events(_existing_run(run_id, runs_dir) / "metrics.jsonl", offset,
+                       max_bytes=max_bytes, step_every=step_every)
 
 
 def metrics_frames(run_id: str, runs_dir: str | os.PathLike | None = None, *, steps: bool = True,

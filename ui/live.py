@@ -44,6 +44,7 @@ LATE_S = 10.0
 # A run's step events kept for its chart: past this, every other one is dropped (the
 # chart shows a few hundred points; a 200 MB metrics file kept 1.9 GB in the server).
 MAX_STEP_ROWS = 20_000
+READ_CHUNK_BYTES = 8 << 20  # a long metrics file is read and thinned this much at a time
 
 STATE_ICONS = {
     "queued": ":material/hourglass_top:",
@@ -127,6 +128,7 @@ class RunMetrics:
         self.offset = 0
         self.rows: list[dict] = []
         self.steps = 0  # step events among the rows
+        self.step_every = 1  # of the step lines still to read, those parsed: 1 in step_every
         self.version = 0
         self.built: tuple[pd.DataFrame, pd.DataFrame, go.Figure, go.Figure] | None = None
         self.built_version = -1
@@ -135,18 +137,24 @@ class RunMetrics:
     def _read(self) -> None:
         path = runs.run_path(self.run_id, self.runs_dir) / "metrics.jsonl"
         if path.exists() and path.stat().st_size < self.offset:  # the file was replaced: start over
-            self.offset, self.rows, self.steps = 0, [], 0
+            self.offset, self.rows, self.steps, self.step_every = 0, [], 0, 1
             self.version += 1
-        new, self.offset = runs.read_metrics(self.run_id, self.offset, self.runs_dir)
-        if new:
-            self.rows.extend(new)
-            self.version += 1
-            self.steps += sum(1 for row in new if row.get("type") == "step")
-            while self.steps > MAX_STEP_ROWS:
-                self._thin()
+        while True:  # a long file in bounded chunks, thinned as it goes
+            start = self.offset
+            new, self.offset = runs.read_metrics(self.run_id, start, self.runs_dir,
+                                                 max_bytes=READ_CHUNK_BYTES, step_every=self.step_every)
+            if new:
+                self.rows.extend(new)
+                self.version += 1
+                self.steps += sum(1 for row in new if row.get("type") == "step")
+                while self.steps > MAX_STEP_ROWS:
+                    self._thin()
+            if self.offset - start < READ_CHUNK_BYTES // 2:
+                return
 
     def _thin(self) -> None:
-        """Drop every other step event; every other event (epochs, resumes) stays."""
+        """Drop every other step event, and parse only every other one from now on;
+        every other event (epochs, resumes) stays."""
         kept, seen = [], 0
         for row in self.rows:
             if row.get("type") == "step":
@@ -155,6 +163,7 @@ class RunMetrics:
                     continue
             kept.append(row)
         self.rows, self.steps = kept, seen // 2
+        self.step_every *= 2
 
     def snapshot(self) -> tuple[pd.DataFrame, pd.DataFrame, go.Figure, go.Figure]:
         """(steps, epochs, loss figure, accuracy figure), after reading the new lines."""
