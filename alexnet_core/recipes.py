@@ -103,7 +103,7 @@ FLOWERS_STATS = Difference(
     "normalised with the mean and std of Flowers-102's training split (the post: ImageNet's)",
     "the net trains from scratch, so ImageNet's statistics have no special claim; every run here "
     "normalises with its own training split's, computed when the images load and stored with the run")
-NOT_MEASURED = ("Not measured here: this machine has no {} offline, so the gain is argued, not shown.")
+NOT_MEASURED = "Its gain over the post is argued, not measured: the machine these recipes were written on has no {}."
 
 
 ENTRIES: tuple[RecipeEntry, ...] = (
@@ -116,7 +116,7 @@ ENTRIES: tuple[RecipeEntry, ...] = (
         kind="demo",
     ),
     RecipeEntry(
-        "mnist-as-written", "MNIST post, as written: its small AlexNet on MNIST with SGD",
+        "mnist-as-written", "MNIST post, as written: SGD on MNIST",
         "The MNIST post's setup: its 32-64-128-256-256 net without dropout on MNIST at 28x28, SGD 0.01 "
         "with momentum 0.9, batch 128, no weight decay, no schedule, no augmentation, 3 epochs. MNIST "
         "downloads on first use; offline, train it on Fashion-MNIST instead (--dataset fashion-mnist).",
@@ -126,7 +126,7 @@ ENTRIES: tuple[RecipeEntry, ...] = (
         differences=(MNIST_RELUS, MNIST_INIT, MNIST_TEST, HELD_OUT),
     ),
     RecipeEntry(
-        "mnist", "MNIST post, ours: on Fashion-MNIST with AdamW",
+        "mnist", "MNIST post, ours: AdamW on Fashion-MNIST",
         "The MNIST post's net for 3 epochs with AdamW 1e-3, a cosine decay, batch 64 and label smoothing "
         "0.1. Measured with python -m alexnet_core train --recipe mnist on 2 CPU cores (about 3 min an "
         "epoch): 88.1%, 90.7%, 91.3% test accuracy after epochs 1-3.",
@@ -158,7 +158,7 @@ ENTRIES: tuple[RecipeEntry, ...] = (
         reference="pytorch-cifar10",
     ),
     RecipeEntry(
-        "paper-as-written", "2012 paper net, as the post wrote it: on CIFAR-10 at 227",
+        "paper-as-written", "Paper-net post, as written: CIFAR-10 at 227",
         "The paper-net post: the 2012 paper's network (LRN after conv1 and conv2, overlapping pools, "
         "N(0, 0.01) on the convolutions with bias 1 in conv2, conv4 and conv5) whose linear layers keep "
         "PyTorch's default initialisation, as the post's code leaves them; the paper's SGD 0.01, momentum "
@@ -170,7 +170,7 @@ ENTRIES: tuple[RecipeEntry, ...] = (
         differences=(NOT_INPLACE, ON_CIFAR, UPSAMPLED_ON_DEVICE, HELD_OUT),
     ),
     RecipeEntry(
-        "paper", "2012 paper net, ours: the paper's initialisation throughout",
+        "paper", "Paper-net post, ours: the paper's init throughout",
         "The paper's recipe at 227x227: SGD 0.01, momentum 0.9, weight decay 5e-4, batch 128, the rate "
         "divided by 10 every 10 epochs, flip + crop augmentation, 30 epochs, with every layer initialised "
         "as the paper says.",
@@ -185,7 +185,7 @@ ENTRIES: tuple[RecipeEntry, ...] = (
         ),
     ),
     RecipeEntry(
-        "lrn-cifar10-as-written", "AlexNet + LRN post, as written: CIFAR-10 at 227, 50 epochs",
+        "lrn-cifar10-as-written", "LRN post, as written: CIFAR-10 at 227, 50 epochs",
         "The LRN post: torchvision's layout with LRN after conv1 and conv2, CIFAR-10 upsampled to 227, Adam "
         "1e-3 with the rate halved every 5 epochs, batch 256, horizontal flips, 50 epochs.",
         dict(variant="lrn", dataset="cifar10", epochs=50, batch_size=256, optimizer="adam", lr=1e-3,
@@ -195,7 +195,7 @@ ENTRIES: tuple[RecipeEntry, ...] = (
         reported=Reported(0.82, "82% test accuracy"),
     ),
     RecipeEntry(
-        "lrn-cifar10", "AlexNet + LRN post, ours: CIFAR-10 at 227 in 20 epochs",
+        "lrn-cifar10", "LRN post, ours: CIFAR-10 at 227, 20 epochs",
         "The LRN post's network and optimizer for a lesson's budget: Adam 1e-3 halved every 5 epochs, "
         "batch 64, horizontal flips, 20 epochs. " + NOT_MEASURED.format("CIFAR-10"),
         dict(variant="lrn", dataset="cifar10", epochs=20, batch_size=64, optimizer="adam", lr=1e-3,
@@ -212,7 +212,7 @@ ENTRIES: tuple[RecipeEntry, ...] = (
         ),
     ),
     RecipeEntry(
-        "bn-catsdogs-as-written", "BatchNorm AlexNet post, as written: cats vs dogs at 227",
+        "bn-catsdogs-as-written", "BatchNorm post, as written: cats vs dogs at 227",
         "The cats-vs-dogs post: BatchNorm after every convolution, 227x227, Adam at its default rate 1e-3 "
         "(the post sets LR=0.02 but never passes it to Adam), batch 256, 30 epochs, no flips (commented "
         "out in the post). Needs your folder with cats/ and dogs/ (or train/ and test/) inside: --folder "
@@ -222,7 +222,7 @@ ENTRIES: tuple[RecipeEntry, ...] = (
         differences=(PHOTOS_128, HELD_OUT),
     ),
     RecipeEntry(
-        "bn-catsdogs", "BatchNorm AlexNet post, ours: cats vs dogs at 227 with flips",
+        "bn-catsdogs", "BatchNorm post, ours: cats vs dogs with flips",
         "The cats-vs-dogs post's network with a smaller batch and its rate scaled to it, horizontal flips, "
         "10 epochs. Needs your folder with cats/ and dogs/ (or train/ and test/) inside: --folder on the "
         "command line, the sidebar's Image folder box here.",
@@ -240,7 +240,7 @@ ENTRIES: tuple[RecipeEntry, ...] = (
         ),
     ),
     RecipeEntry(
-        "torchvision-flowers-as-written", "Flowers-102 post, as written: torchvision AlexNet at 224, 500 epochs",
+        "torchvision-flowers-as-written", "Flowers-102 post, as written: 500 epochs at 224",
         "The Flowers-102 post: torchvision's AlexNet from scratch at 224, SGD 0.002 with momentum 0.9, no "
         "weight decay, batch 256, horizontal flips and rotations of up to 30 degrees, 500 epochs.",
         dict(variant="torchvision", dataset="flowers102", epochs=500, batch_size=256, optimizer="sgd", lr=0.002,
@@ -250,7 +250,7 @@ ENTRIES: tuple[RecipeEntry, ...] = (
         reported=Reported(0.48, "48% test accuracy after 250 epochs"),
     ),
     RecipeEntry(
-        "torchvision-flowers", "Flowers-102 post, ours: torchvision AlexNet at 224 in 30 epochs",
+        "torchvision-flowers", "Flowers-102 post, ours: 30 epochs at 224",
         "torchvision's AlexNet on Flowers-102 at 224: SGD 0.002, momentum 0.9, weight decay 5e-4, batch 32, "
         "rotation 10 degrees + 8-pixel crop + flip augmentation, 30 epochs. " + NOT_MEASURED.format("Flowers-102"),
         dict(variant="torchvision", dataset="flowers102", epochs=30, batch_size=32, optimizer="sgd", lr=0.002,

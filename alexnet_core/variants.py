@@ -177,9 +177,9 @@ _SPECS: dict[str, VariantSpec] = {
             title="AlexNet for 32x32 (CIFAR)",
             # The posts' question "resize 32-px images to 227, or change the kernels?", answered where it is asked.
             description="3x3 kernels and 2x2 pools for 32x32 images; a 256*2*2 classifier input. Resize "
-            "32-px images to 227, or change the kernels? Both train here: lrn or paper keep AlexNet's layers and "
-            "take CIFAR-10 upsampled to 227 (11-18 times the work per image, and no new detail); this variant "
-            "keeps AlexNet's five convolutions and three linear layers, with kernels that fit 32 px.",
+            "32-px images to 227, or change the kernels? Both train here: lrn or paper keep AlexNet's layers on "
+            "CIFAR-10 upsampled to 227 (11-18 times the work, no new detail); this variant changes the kernels "
+            "to fit 32 px.",
             source="pytorch-cifar10 AlexNet",
             input_size=32,
             in_channels=3,
@@ -198,9 +198,8 @@ _SPECS: dict[str, VariantSpec] = {
         VariantSpec(
             name="mnist",
             title="AlexNet for 28x28 (MNIST)",
-            description="32-64-128-256-256 3x3 convs for 28x28 digits, with a ReLU after every "
-            "conv and hidden linear layer (the post it follows has them only after conv1, conv2 and conv5), "
-            "dropout 0.5 before each hidden linear layer (the post has none) and He initialisation.",
+            description="32-64-128-256-256 3x3 convs for 28x28 digits. Unlike its post: a ReLU after every "
+            "layer (the post: conv1, conv2, conv5 only), dropout 0.5 (none) and He initialisation.",
             source="AlexNet-on-MNIST blog post",
             input_size=28,
             in_channels=1,

@@ -199,21 +199,21 @@ def recipe_text_ui(recipe: Recipe) -> None:
         st.caption(f":material/flag: {md(post)} reported {md(recipe.reported.text)}.")
     if recipe.differences:
         with st.expander(f"How it differs from {md(recipe.reference)}, and why ({len(recipe.differences)})"):
-            st.markdown("\n".join(f"- **{md(d.what)}**: {md(d.why)}." for d in recipe.differences))
+            st.caption("\n".join(f"- **{md(d.what)}**: {md(d.why)}." for d in recipe.differences))
 
 
 def normalisation_ui(config: TrainConfig) -> None:
     """Where the inputs' mean and std come from, with their values once the images are here."""
-    text = ("Each input channel is normalised with the mean and std of this dataset's training split, computed "
-            "when its images load and saved in every checkpoint of the run")
+    values = "mean and std"
     if choice.dataset_availability(config.dataset, config.folder)[0]:
         try:
             data = cached.load_dataset(config.dataset, config.data_root, config.folder)
             numbers = lambda values: ", ".join(f"{v:.3f}" for v in values)  # noqa: E731
-            text += f": mean {numbers(data.mean)}, std {numbers(data.std)}"
+            values = f"mean {numbers(data.mean)} and std {numbers(data.std)}"
         except Exception:  # a folder that cannot train: the check below the form says why
             pass
-    st.caption(f":material/tune: {text}.")
+    st.caption(f":material/tune: Inputs are normalised with the training split's own {values}, "
+               "computed when the images load and saved in the run's checkpoints.")
 
 
 def settings_ui(sel: choice.Selection, busy: bool) -> None:

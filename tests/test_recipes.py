@@ -163,7 +163,7 @@ def test_the_train_page_shows_a_recipes_differences_and_its_posts_figure(ui_lab)
     at = open_train(recipe="lrn-cifar10-as-written")
     assert not at.exception
     [expander] = [e for e in at.expander if e.label.startswith("How it differs from the LRN post")]
-    items = [m.value for m in expander.markdown]
+    items = [m.value for m in expander.caption]
     assert items and items[0].startswith("- **the rate halves every 5 epochs through a scheduler**: the post")
     assert items[0].count("\n- ") == 2  # one line per difference
     assert any("The LRN post reported 82% test accuracy." in c.value for c in at.caption)
@@ -192,9 +192,8 @@ def test_the_train_page_says_where_mean_and_std_come_from_and_shows_them(ui_lab)
     at = open_train()  # the quick recipe: digits, here on every computer
     assert not at.exception
     digits = datasets.load_dataset("digits")
-    [note] = [c.value for c in at.caption if "normalised with the mean and std" in c.value]
-    assert "training split" in note and "checkpoint" in note
-    assert f"mean {digits.mean[0]:.3f}, std {digits.std[0]:.3f}" in note
+    [note] = [c.value for c in at.caption if "Inputs are normalised with the training split's own" in c.value]
+    assert f"mean {digits.mean[0]:.3f} and std {digits.std[0]:.3f}" in note and "checkpoints" in note
 
 
 def test_summary_takes_the_number_of_classes(capsys):
