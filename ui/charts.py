@@ -125,32 +125,65 @@ def confusion_classes(matrix: np.ndarray, most: int = CONFUSION_CLASSES) -> list
     return sorted(np.argsort(-mistakes, kind="stable")[:most].tolist())
 
 
+# The matrix's plot area on a 1280x800 projector with the sidebar open: two thirds of
+# the page less the class names, in pixels. Counts and names are sized to fit it.
+MATRIX_PLOT_PX = 340
+# Tick labels longer than this are cut (the hover keeps the whole name): Flowers102's
+# "hard-leaved pocket orchid" took a third of the matrix's width.
+TICK_CHARS = 18
+
+
+def count_font_size(n: int, largest: int) -> int | None:
+    """The font size (px) at which the largest count fits a cell of an ``n``-class matrix
+    at ``MATRIX_PLOT_PX``, or None: too small to read, the counts are on hover only."""
+    digits = len(str(max(int(largest), 0)))
+    size = min(18, int(MATRIX_PLOT_PX / max(n, 1) / (0.62 * digits + 0.5)))
+    return size if size >= 11 else None
+
+
+def tick_label(name: str) -> str:
+    """A class name for an axis: escaped (plotly reads HTML), cut to ``TICK_CHARS``."""
+    name = str(name)
+    return html.escape(name if len(name) <= TICK_CHARS else name[: TICK_CHARS - 1].rstrip() + "…")
+
+
 def confusion_figure(matrix: np.ndarray, classes: list[str], shown: list[int]) -> go.Figure:
-    """The confusion matrix over the ``shown`` classes; each cell carries (true, predicted)
-    class indices for a click."""
+    """The confusion matrix over the ``shown`` classes, counts in the cells while they
+    fit and on hover always; each cell carries (true, predicted) class indices for a click."""
     n = len(shown)
     names = labels(classes[i] for i in shown)
+    ticks = [tick_label(classes[i]) for i in shown]
     sub = matrix[np.ix_(shown, shown)]
     index = np.asarray(shown)
     ti, pi = np.meshgrid(index, index, indexing="ij")
     custom = np.stack([ti, pi], axis=-1)
+    font = count_font_size(n, sub.max(initial=0))
     fig = go.Figure(go.Heatmap(
-        z=sub, x=names, y=names, customdata=custom, colorscale="Blues", showscale=False,
-        text=np.where(sub > 0, sub.astype(str), "") if n <= 20 else None,
-        texttemplate="%{text}" if n <= 20 else None, textfont={"size": 18},
+        z=sub, x=names, y=names, customdata=custom, colorscale="Blues", showscale=False, xgap=1, ygap=1,
+        text=np.where(sub > 0, sub.astype(str), "") if font else None,
+        texttemplate="%{text}" if font else None, textfont={"size": font or 12},
         hovertemplate="true %{y}, predicted %{x}: %{z} images<extra></extra>",
     ))
     # Heatmap cells cannot be selected by a click; an invisible marker on each cell can.
     rows, cols = np.meshgrid(range(n), range(n), indexing="ij")
+    # It lies over the cell, so its hover is the one shown: the count too.
     fig.add_scatter(
         x=[names[c] for c in cols.ravel()], y=[names[r] for r in rows.ravel()], customdata=custom.reshape(-1, 2),
-        mode="markers", showlegend=False,
-        marker={"symbol": "square", "size": max(8, min(40, 440 // max(n, 1))), "opacity": 0.01, "color": "#000000"},
-        hovertemplate="true %{y}, predicted %{x}: click to see these images<extra></extra>",
+        text=sub.ravel().astype(str), mode="markers", showlegend=False,
+        marker={"symbol": "square", "size": max(8, MATRIX_PLOT_PX // max(n, 1)), "opacity": 0.01, "color": "#000000"},
+        hovertemplate="true %{y}, predicted %{x}: %{text} images; click to see them<extra></extra>",
     )
-    title = "Confusion matrix" if n == len(classes) else f"Confusion matrix: the {n} classes with the most mistakes"
-    styled(fig, title, "predicted class", "true class", height=min(720, 120 + 48 * n))
-    fig.update_layout(clickmode="event+select")
-    fig.update_xaxes(type="category", showgrid=False, zeroline=False)
-    fig.update_yaxes(autorange="reversed", type="category", showgrid=False, zeroline=False)
+    tick_size = 15 if n <= 12 else 13 if n <= 20 else 11
+    row_px = max(14, min(34, 480 // max(n, 1)))
+    # names slanted over a dozen columns or fewer; upright over more, where slanted ones
+    # of narrow columns run into each other
+    angle = -45 if n <= 12 else -90
+    names_px = max((len(t) for t in ticks), default=0) * 0.55 * tick_size * (0.71 if angle == -45 else 1)
+    # No title: the tab and the caption above say what it is, and a projector needs the rows.
+    styled(fig, "", "predicted class", "true class", height=int(60 + names_px + row_px * n))
+    fig.update_layout(clickmode="event+select", margin={"l": 10, "r": 10, "t": 10, "b": 10}, font={"size": 15})
+    axis = {"type": "category", "showgrid": False, "zeroline": False, "tickfont": {"size": tick_size},
+            "tickvals": names, "ticktext": ticks, "title": {"font": {"size": 15}, "standoff": 8}}
+    fig.update_xaxes(**axis, tickangle=angle)
+    fig.update_yaxes(**axis, autorange="reversed")
     return fig
