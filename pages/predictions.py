@@ -16,6 +16,19 @@ ANY = -1
 GRID_COLUMNS = 6
 # Two rows a page: a class talks over a few mistakes at a time.
 PER_PAGE_OPTIONS = [12, 24, 48, 96]
+# A tile's large view: about this many pixels a side, nearest-neighbour, so each pixel
+# of the test image shows as a sharp square on a projector.
+LARGE_TILE_PX = 448
+# Every widget of the view is bound to the URL (its key is the query parameter), so a
+# copied link opens the same run, epoch, filters, order and page; Streamlit drops a
+# value the widget cannot take (an epoch or a class the run does not have).
+BOUND = {"bind": "query-params"}
+
+
+def first_page() -> None:
+    """A filter changed: back to the first page of what it now matches (in a callback,
+    so the pager, bound to the URL, is drawn with it)."""
+    st.session_state["grid_page"] = 1
 
 
 def show_cell(true_index: int, pred_index: int) -> None:
@@ -23,14 +36,14 @@ def show_cell(true_index: int, pred_index: int) -> None:
     st.session_state["true_class"] = int(true_index)
     st.session_state["pred_class"] = int(pred_index)
     st.session_state["only_wrong"] = int(true_index) != int(pred_index)
-    st.session_state["grid_page"] = 1
     st.session_state["pred_view"] = TABS[0]
+    first_page()
 
 
 def clear_filters() -> None:
     st.session_state["true_class"] = ANY
     st.session_state["pred_class"] = ANY
-    st.session_state["grid_page"] = 1
+    first_page()
 
 
 def tile_text(row, classes: list[str], ok: bool) -> str:
@@ -45,23 +58,30 @@ def tile_text(row, classes: list[str], ok: bool) -> str:
     )
 
 
+@st.dialog("A test image, large", width="medium")
+def large_tile_ui(image, row, classes: list[str]) -> None:
+    """One tile as large as a projector shows it, each of its pixels a sharp square (the
+    browser's own full-screen view blurred a 28-pixel image and lost the labels)."""
+    ok = int(row.label) == int(row.pred)
+    st.image(predict.tile_image(image, ok, target=LARGE_TILE_PX), width="content")
+    verdict = ":green[**right**]" if ok else ":red[**wrong**]"
+    st.markdown(f"Predicted **{md(classes[int(row.pred)])}** with {row.p_pred:.0%} confidence: {verdict}.  \n"
+                f"True class **{md(classes[int(row.label)])}**, given {row.p_true:.0%}.  \n"
+                f"Loss {max(0.0, float(row.loss)):.2f}; test image #{int(row.index)} of this dataset.")
+
+
 def grid_ui(preds: pd.DataFrame, ds, classes: list[str]) -> None:
     """Filters, a pager over every matching test image, and the tiles."""
     options = [ANY, *range(len(classes))]
     label = lambda i: "any class" if i == ANY else f"{i}: {classes[i]}"  # noqa: E731
-    for key, default in (("only_wrong", True), ("by_loss", True), ("true_class", ANY), ("pred_class", ANY), ("grid_page", 1)):
-        st.session_state.setdefault(key, default)
-    for key in ("true_class", "pred_class"):
-        if st.session_state[key] not in options:
-            st.session_state[key] = ANY
-    # two rows: at 1280 pixels (a projector) one row cut the toggles' labels short
-    c1, c2 = st.columns(2)
-    only_wrong = c1.toggle("Misclassified only", key="only_wrong")
-    by_loss = c2.toggle("Top losses first", key="by_loss", help="Sort by loss, largest first; off: by dataset index.")
-    c3, c4, c5 = st.columns([2, 2, 1], vertical_alignment="bottom")
-    true_class = c3.selectbox("True class", options, format_func=label, key="true_class")
-    pred_class = c4.selectbox("Predicted class", options, format_func=label, key="pred_class")
-    c5.button("Clear", on_click=clear_filters, help="Show every class again.", width="stretch")
+    c1, c2, c3, c4 = st.columns([2, 2, 0.9, 2.3], vertical_alignment="bottom")
+    true_class = c1.selectbox("True class", options, format_func=label, key="true_class", on_change=first_page, **BOUND)
+    pred_class = c2.selectbox("Predicted class", options, format_func=label, key="pred_class", on_change=first_page,
+                              **BOUND)
+    c3.button("Clear", on_click=clear_filters, help="Show every class again.", width="stretch")
+    only_wrong = c4.toggle("Misclassified only", value=True, key="only_wrong", on_change=first_page, **BOUND)
+    by_loss = c4.toggle("Top losses first", value=True, key="by_loss", on_change=first_page,
+                        help="Sort by loss, largest first; off: by dataset index.", **BOUND)
     shown = predict.filter_predictions(
         preds, misclassified=only_wrong, true_class=None if true_class == ANY else true_class,
         pred_class=None if pred_class == ANY else pred_class, sort_by_loss=by_loss,
@@ -69,21 +89,29 @@ def grid_ui(preds: pd.DataFrame, ds, classes: list[str]) -> None:
     if shown.empty:
         st.info("No test image matches these filters.", icon=":material/search_off:")
         return
-    per_page = st.session_state.get("per_page", PER_PAGE_OPTIONS[0])
+    pager = st.container(horizontal=True, horizontal_alignment="distribute", vertical_alignment="center")
+    tiles = st.container()
+    # under the tiles (rarely changed), but read before them
+    per_page = st.selectbox("Images per page", PER_PAGE_OPTIONS, key="per_page", on_change=first_page, width=180,
+                            **BOUND)
     pages = max(1, math.ceil(len(shown) / per_page))
-    if not 1 <= st.session_state["grid_page"] <= pages:
-        st.session_state["grid_page"] = 1
-    p1, p2, _, p4 = st.columns([1, 1, 1, 3], vertical_alignment="bottom")
-    page = p1.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1, key="grid_page")
-    p2.selectbox("Per page", PER_PAGE_OPTIONS, key="per_page")
+    with pager:
+        matching = st.empty()
+        # a page the filters no longer reach (from a link, say) falls back to the first;
+        # a fixed width: sized to its content in a row, it showed page 1 of 2 with no 2
+        page = st.pagination(pages, key="grid_page", max_visible_pages=5, width=300, **BOUND)
     first, last = (page - 1) * per_page, min(page * per_page, len(shown))
-    p4.markdown(f"Images **{first + 1}–{last}** of **{len(shown):,}** matching")
+    matching.markdown(f"Images **{first + 1}–{last}** of **{len(shown):,}** matching", width="content")
     rows = list(shown.iloc[first:last].itertuples(index=False))
     for start in range(0, len(rows), GRID_COLUMNS):
-        for col, row in zip(st.columns(GRID_COLUMNS), rows[start: start + GRID_COLUMNS]):
+        for col, row in zip(tiles.columns(GRID_COLUMNS), rows[start: start + GRID_COLUMNS]):
             ok = int(row.label) == int(row.pred)
-            col.image(predict.tile_image(ds.test_x[int(row.index)], ok, target=128), width="stretch")
+            image = ds.test_x[int(row.index)]
+            col.image(predict.tile_image(image, ok, target=128), width="stretch")
             col.markdown(tile_text(row, classes, ok), unsafe_allow_html=True)
+            if col.button("Enlarge", key=f"large:{int(row.index)}", icon=":material/zoom_in:", type="tertiary",
+                          help="This image large, pixel by pixel, with its labels."):
+                large_tile_ui(image, row, classes)
 
 
 def on_matrix_click() -> None:
@@ -102,33 +130,35 @@ def on_matrix_click() -> None:
 def confusion_ui(preds: pd.DataFrame, classes: list[str]) -> None:
     matrix = predict.confusion_matrix(preds, len(classes))
     shown = confusion_classes(matrix)
-    left, right = st.columns([3, 2], gap="large")
+    left, right = st.columns([2, 1])
     with left:
-        # the hint, not the chart's title: at 1280 pixels a longer title was cut off
-        st.caption("Rows: the true class; columns: what the network said. Click a cell to see its images."
+        st.caption("Rows: the true class; columns: the network's answer. Click a cell for its images."
                    + ("" if len(shown) == len(classes) else
-                      f" Of {len(classes)} classes, the {len(shown)} with the most mistakes."))
+                      f" Of {len(classes)} classes, the {len(shown)} with the most mistakes; hover for counts."))
+        # no toolbar: zooming a matrix only loses rows, and its strip took the cells' room
         st.plotly_chart(confusion_figure(matrix, classes, shown), width="stretch", key="matrix_click", theme=None,
-                        on_select=on_matrix_click, selection_mode="points")
+                        on_select=on_matrix_click, selection_mode="points", config={"displayModeBar": False})
     with right:
         st.markdown("##### Most confused pairs")
-        st.caption("True class → predicted class. Click one to see its images.")
+        st.caption("How many times, true → predicted. Click one to see its images.")
         pairs = predict.most_confused(preds, classes, k=8)
         if pairs.empty:
             st.success("No mistakes at this epoch.", icon=":material/target:")
-        else:
-            cols = st.columns(2)
-            for i, row in enumerate(pairs.itertuples(index=False)):
-                cols[i % 2].button(f"{md(row.true)} → {md(row.predicted)}: {row.count}", key=f"pair:{row.true_index}:{row.pred_index}",
-                                   on_click=show_cell, args=(row.true_index, row.pred_index), width="stretch")
-        acc = predict.per_class_accuracy(preds, classes).sort_values("accuracy", kind="stable")
-        title = "Per-class accuracy" if len(acc) <= CONFUSION_CLASSES else f"The {CONFUSION_CLASSES} lowest per-class accuracies"
-        acc = acc.head(CONFUSION_CLASSES)
-        acc["percent"] = acc["accuracy"] * 100
-        hover = [f"{c} of {t} right" for c, t in zip(acc["correct"], acc["total"])]
-        st.plotly_chart(bars_figure(acc, "percent", "class", title, "accuracy (%)",
-                                    height=min(900, 120 + 32 * len(acc)), hover=hover),
-                        width="stretch", key="per_class", theme=None)
+        for row in pairs.itertuples(index=False):
+            # the count first: a long class name is cut at the end, never the number
+            st.button(f"**{row.count:,}** · {md(row.true)} → {md(row.predicted)}",
+                      key=f"pair:{row.true_index}:{row.pred_index}", on_click=show_cell,
+                      args=(row.true_index, row.pred_index), width="stretch",
+                      help=f"{row.count:,} test images of {md(row.true)} taken for {md(row.predicted)}.")
+    acc = predict.per_class_accuracy(preds, classes).sort_values("accuracy", kind="stable")
+    title = ("Per-class accuracy" if len(acc) <= CONFUSION_CLASSES
+             else f"The {CONFUSION_CLASSES} lowest per-class accuracies")
+    acc = acc.head(CONFUSION_CLASSES)
+    acc["percent"] = acc["accuracy"] * 100
+    hover = [f"{c} of {t} right" for c, t in zip(acc["correct"], acc["total"])]
+    st.plotly_chart(bars_figure(acc, "percent", "class", title, "accuracy (%)",
+                                height=min(900, 120 + 32 * len(acc)), hover=hover),
+                    width="stretch", key="per_class", theme=None)
 
 
 def upload_ui(run_id: str, ds, config) -> None:
@@ -186,7 +216,10 @@ def upload_ui(run_id: str, ds, config) -> None:
                       caption=f"{name}: {c_} channels of {h}x{w}" + (" (first 64)" if c_ > 64 else ""))
 
 
-st.title("Predictions")
+# The title and what is shown on one row, the choice and its figures on the next: the
+# gallery's first row fits a 1280x800 projector's first screen.
+head = st.columns([1, 1.5], vertical_alignment="bottom")
+head[0].title("Predictions")
 
 frame = cached.list_runs()
 ids = [rid for rid in choice.run_ids_newest_first(frame) if cached.has_predictions(rid)]
@@ -196,8 +229,8 @@ if not ids:
     st.page_link(choice.TRAIN, label="Go to Train", icon=":material/model_training:")
     st.stop()
 
-top = st.columns([3, 1])
-with top[0]:
+pick = st.columns([2.3, 1, 1, 1.1], vertical_alignment="bottom")
+with pick[0]:
     run_id = choice.pick_run_ui(ids, frame)
 try:
     epochs = runs.prediction_epochs(run_id)
@@ -205,8 +238,11 @@ try:
 except Exception as exc:
     error_ui(f"Run {run_id} cannot be read.", exc)
     st.stop()
-epoch = top[1].selectbox("Epoch", epochs[::-1], key=f"epoch:{run_id}",
-                         help="Predictions are saved after every epoch; the newest is first.")
+if st.session_state.get("_epoch_of") not in (None, run_id):
+    st.session_state["epoch"] = epochs[-1]  # another run: its newest epoch, not the old run's number
+st.session_state["_epoch_of"] = run_id
+epoch = pick[1].selectbox(f"Epoch (of {config.epochs})", epochs[::-1], key="epoch",
+                          help="Predictions are saved after every epoch; the newest is first.", **BOUND)
 
 try:
     preds = cached.predictions(run_id, epoch)
@@ -232,13 +268,13 @@ if preds.empty:
     st.stop()
 classes = list(ds.classes)
 wrong = int((preds["label"] != preds["pred"]).sum())
-m = st.columns([1, 1, 2], vertical_alignment="center")
-m[0].metric("Test accuracy", f"{100 * predict.accuracy(preds):.1f}%")
-m[1].metric("Misclassified", f"{wrong:,} of {len(preds):,}")
-m[2].markdown(f"**{config.variant}** on **{config.dataset}** at {config.resolved_input_size}x"
-              f"{config.resolved_input_size}, after epoch {epoch} of {config.epochs}")
+size = config.resolved_input_size
+head[1].caption(f"{md(config.variant)} on {md(config.dataset)} at {size}x{size}, after epoch {epoch} of "
+                f"{config.epochs}: {len(preds):,} test images.")
+pick[2].metric("Test accuracy", f"{100 * predict.accuracy(preds):.1f}%")
+pick[3].metric("Misclassified", f"{wrong:,}", help=f"{wrong:,} of the {len(preds):,} test images.")
 
-images_tab, matrix_tab, upload_tab = st.tabs(TABS, key="pred_view", bind="query-params")
+images_tab, matrix_tab, upload_tab = st.tabs(TABS, key="pred_view", **BOUND)
 if images_tab.open:
     with images_tab:
         grid_ui(preds, ds, classes)

@@ -323,7 +323,7 @@ def test_predictions_grid_and_filters(ui_lab, finished_run):
 
     at.toggle(key="only_wrong").set_value(False).run()
     assert f"of **{len(preds):,}** matching" in texts(at)
-    at.number_input(key="grid_page").set_value(2).run()  # paging, no cap
+    at.pagination(key="grid_page").set_value(2).run()  # paging, no cap
     assert f"Images **{PER_PAGE + 1}–{2 * PER_PAGE}**" in texts(at)
 
     label = int(preds["label"].iloc[0])
