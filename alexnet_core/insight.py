@@ -4,7 +4,7 @@ Public API::
 
     conv1_kernels(model) -> (out, in, k, k) float32;  save_kernels(run_dir, epoch, model)
     kernel_epochs(run_dir) -> [epochs];  load_kernels(run_dir, epoch)
-    kernel_grid(kernels, *, colour) -> uint8 (H, W, 3)      one shared scale, grey is zero
+    kernel_grid(kernels, *, colour, count=None) -> uint8 (H, W, 3)   one shared scale, grey is zero
 
     hidden_features(model, x_uint8, *, mean, std) -> float16 (N, D)   the last hidden layer
     run_features(run_dir, dataset, which="best", progress=None) -> Features   cached in the run folder
@@ -57,11 +57,11 @@ from alexnet_core.runfiles import FileLock
 
 Progress = Callable[[float, str], None]
 
-FEATURE_BATCH = 1024  # forward passes at 28x28 ran ~1.5x faster per image at 1024 than at 256
-NEAREST_CHUNK = 8192
-FLOAT16_MAX = 65504.0  # rows of training features turned into float32 at a time
-# One OpenMP thread: with two, on two cores other work shares, 360 points took 21 s, not 1.7 s
-# (its threads spin waiting for each other).
+FEATURE_BATCH = 1024  # large: a batch of small images otherwise leaves the matrix kernels short of work
+NEAREST_CHUNK = 8192  # rows of training features turned into float32 at a time
+FLOAT16_MAX = 65504.0  # the features are kept as float16
+# One OpenMP thread: on two cores that other work shares, two threads spin waiting for each
+# other (bench/README.md, "What it learned").
 TSNE_THREADS = 1
 TSNE_LOCK = threading.Lock()  # t-SNE's progress is read from its printed lines: one at a time per process
 
@@ -128,19 +128,22 @@ def load_kernels(run_dir: str | os.PathLike, epoch: int) -> np.ndarray:
     return arrays["kernels"].astype(np.float32)
 
 
-def kernel_grid(kernels, *, colour: bool, cell: int = 40, pad: int = 3, columns: int | None = None) -> np.ndarray:
+def kernel_grid(kernels, *, colour: bool, cell: int = 40, pad: int = 3, columns: int | None = None,
+                count: int | None = None) -> np.ndarray:
     """conv1's kernels as one image, (H, W, 3) uint8: a tile per kernel on a white ground.
 
     One scale for every kernel of the epoch, symmetric about zero (mid-grey is a
     zero weight), as the paper draws them. ``colour``: the input's channels as
     red, green and blue; otherwise a grey tile of the kernel's sum over its input
     channels (what a kernel does to an image whose channels are equal: a grey
-    dataset given to a 3-channel net).
+    dataset given to a 3-channel net). ``count``: only the first kernels, on the
+    scale of them all.
     """
     w = torch.as_tensor(np.asarray(kernels), dtype=torch.float32)
     if not (colour and w.shape[1] == 3):
         w = w.sum(dim=1, keepdim=True).expand(-1, 3, -1, -1)
     scale = float(w.abs().max()) or 1.0
+    w = w[:count]
     tiles = ((w / scale * 127.5) + 127.5).round().clamp(0, 255).to(torch.uint8).numpy()  # (out, 3, k, k)
     n, _, k, _ = tiles.shape
     factor = predict.upscale_factor(k, k, cell)
@@ -329,8 +332,7 @@ def nearest(train: torch.Tensor, query: torch.Tensor, k: int = 8, labels=None, *
     Candidates come from |t|^2 - 2 t.q (one matrix-vector product; ``norms`` are
     ``squared_norms(train)``, computed here when not given); the distances of the
     closest few are then computed from the differences themselves: exact, so an
-    identical row is at distance 0. A lookup among 60,000 rows of 512 took 47 ms
-    this way against 228 ms from every difference (one thread, a busy machine).
+    identical row is at distance 0, without paying for every difference.
     """
     q = query.reshape(-1).float()
     n = len(train)

@@ -207,7 +207,7 @@ def filters_ui(run_id: str, run_dir: Path, ds) -> None:
              if epoch else "conv1 at the start (random weights)")
     if len(epochs) > 1:
         with st.expander(f"Every epoch side by side (the first {min(n, STRIP_FILTERS)} filters)"):
-            st.image([insight.kernel_grid(kernels[e][:STRIP_FILTERS], colour=colour, cell=28, columns=STRIP_FILTERS)
+            st.image([insight.kernel_grid(kernels[e], colour=colour, cell=28, columns=STRIP_FILTERS, count=STRIP_FILTERS)
                       for e in epochs], caption=[f"epoch {e}" for e in epochs])
 
 

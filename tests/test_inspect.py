@@ -88,6 +88,10 @@ def test_kernel_grid_shares_one_scale_with_grey_at_zero():
     first, second = grid[1:3, 1:3], grid[1:3, 4:6]
     assert tuple(first[0, 0]) == (255, 128, 128) and tuple(first[1, 1]) == (128, 128, 128)
     assert tuple(second[1, 1]) == (128, 128, 64)  # -1 on the scale of 2: a quarter below grey
+    first = insight.kernel_grid(kernels, colour=True, cell=2, pad=1, columns=2, count=1)[1:3, 1:3]
+    assert first.shape == (2, 2, 3) and tuple(first[0, 0]) == (255, 128, 128)
+    only_second = insight.kernel_grid(kernels[1:], colour=True, cell=2, pad=1, columns=2)
+    assert tuple(only_second[2, 2]) == (128, 128, 0)  # alone it sets its own scale
     grey = insight.kernel_grid(kernels, colour=False, cell=2, pad=1, columns=2)
     assert tuple(grey[1, 1]) == (255, 255, 255) and tuple(grey[2, 5]) == (64, 64, 64)
 
