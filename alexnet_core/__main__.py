@@ -9,8 +9,13 @@
     runs                          every run with its state and accuracy
     stop ID | resume ID | eval ID [--which best|last]
 
+``train ... --nproc-per-node N`` trains one run on N processes under torchrun
+(DistributedDataParallel); with ``--nnodes M --rdzv-endpoint HOST:PORT`` the
+same command on each of M machines makes one run (docs/distributed.md).
+
 ``train --run-dir DIR [--resume]`` is the worker mode that ``runs.launch``
-starts in the background. Bad input prints one line and exits with code 2.
+starts in the background (``--torchrun``: one rank of a run, ``ranks``). Bad
+input prints one line and exits with code 2.
 """
 
 from __future__ import annotations
@@ -309,11 +314,15 @@ def config_from_args(args, settings=None, config_class=None):
 def cmd_train(args) -> int:
     from alexnet_core import paths, runs
 
+    if args.torchrun:
+        return _rank(args)
     if args.run_dir:
         return _worker(args)
     if args.resume:
         raise BadInput("--resume goes with --run-dir; to resume a run by id use: python -m alexnet_core resume ID")
     config = config_from_args(args)
+    if args.nnodes > 1 or args.rdzv_endpoint:
+        return _on_machines(args, config)
     started_from = (f"settings from the {config.recipe} recipe, ours for {config.variant} on {config.dataset}; "
                     "the flags given change them") if config.recipe and not args.recipe else None
     if args.detach:
@@ -362,6 +371,31 @@ def _worker(args) -> int:
     return _report(result, Path(args.run_dir).name)
 
 
+def _rank(args) -> int:
+    """``train ... --torchrun``: one process of a run that torchrun started (``ranks``)."""
+    from alexnet_core import ranks
+
+    display = ProgressLine()  # rank 0's events only: the others train without a display
+    result = ranks.rank_main(run_dir=args.run_dir, resume=args.resume, config_file=args.config_file,
+                             runs_dir=args.runs_dir, claim=args.claim, progress=display)
+    display.close()
+    if result.get("made_here"):  # no run store process waits on this run: its rank 0 reports
+        return _report(result, Path(result.get("run_dir") or "").name)
+    return 0 if result.get("state") in ("finished", "stopped") else EXIT_RUN_FAILED
+
+
+def _on_machines(args, config=None) -> int:
+    """``train`` (or ``resume ID``) with ``--nnodes``/``--rdzv-endpoint``: this machine's part."""
+    from alexnet_core import ranks
+
+    if not args.rdzv_endpoint:
+        raise BadInput("--nnodes goes with --rdzv-endpoint HOST:PORT, where the machines meet (docs/distributed.md).")
+    where = dict(machines=args.nnodes, endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id, runs_dir=args.runs_dir)
+    if config is None:
+        return ranks.resume_on_machines(args.id, **where)
+    return ranks.train_on_machines(config, **where)
+
+
 def cmd_runs(args) -> int:
     import pandas as pd
 
@@ -401,6 +435,8 @@ def cmd_stop(args) -> int:
 def cmd_resume(args) -> int:
     from alexnet_core import runs
 
+    if args.nnodes > 1 or args.rdzv_endpoint:
+        return _on_machines(args)
     runs.resume(args.id, args.runs_dir)
     print(f"resumed {args.id} in the background; follow it with: python -m alexnet_core runs")
     return 0
@@ -440,6 +476,12 @@ def build_parser(settings=None) -> argparse.ArgumentParser:
     def runs_dir(p):
         p.add_argument("--runs-dir", help="the runs folder (default: ALEXNET_LAB_RUNS, else ./runs)")
 
+    def machines(p):  # torchrun's rendezvous, for one run over several machines (docs/distributed.md)
+        p.add_argument("--nnodes", type=int, default=1, metavar="N",
+                       help="machines taking part, each running this same command (with --rdzv-endpoint)")
+        p.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="where the machines meet: one of them, a free port")
+        p.add_argument("--rdzv-id", help="a name the machines share for this run (default: alexnet-lab)")
+
     p = sub.add_parser("variants", help="list the AlexNet variants")
     p.set_defaults(func=cmd_variants)
 
@@ -466,8 +508,12 @@ def build_parser(settings=None) -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a variant option, e.g. groups=2 for paper")
     p.add_argument("--detach", action="store_true", help="start in the background and print the run id")
     runs_dir(p)
+    machines(p)
     p.add_argument("--run-dir", help=argparse.SUPPRESS)  # worker mode, started by runs.launch
     p.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--torchrun", action="store_true", help=argparse.SUPPRESS)  # a rank (ranks.rank_main)
+    p.add_argument("--config-file", help=argparse.SUPPRESS)  # a new run on several machines
+    p.add_argument("--claim", action="store_true", help=argparse.SUPPRESS)  # a resume on several machines
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", help="list the runs")
@@ -480,6 +526,8 @@ def build_parser(settings=None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("id")
         runs_dir(p)
+        if name == "resume":
+            machines(p)
         p.set_defaults(func=func)
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split")

@@ -180,11 +180,13 @@ def torchrun_command(worker_args: list[str], *, processes: int, machines: int = 
     return cmd + ["--max-restarts", "0", "-m", "alexnet_core", "train", *worker_args, "--torchrun"]
 
 
-def child_env(gpus: list[str] | None = None) -> dict:
-    """This process's environment for a torchrun it starts: the package importable, its GPUs."""
+def child_env(gpus: list[str] | None = None, processes: int = 1) -> dict:
+    """This process's environment for a torchrun it starts: the package importable, its GPUs,
+    and the CPU cores shared between its ``processes`` (torchrun would give each one thread)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, processes))))
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     return env
@@ -201,7 +203,7 @@ def run_ranks(run_dir: Path, placement: Placement, *, processes: int, resume: bo
     args = ["--run-dir", str(run_dir)] + (["--resume"] if resume else [])
     signalled = threading.Event()
     with stop_signals(signalled):
-        process = subprocess.Popen(torchrun_command(args, processes=processes), env=child_env(placement.gpus))
+        process = subprocess.Popen(torchrun_command(args, processes=processes), env=child_env(placement.gpus, processes))
         while True:
             try:
                 code = process.wait(timeout=QUEUE_POLL_S)
