@@ -24,6 +24,19 @@ def new_run_id(variant: str, dataset: str) -> str:
     return f"{stamp}-{name}-{secrets.token_hex(2)}"
 
 
+def short_name(variant: str | None, dataset: str | None, number: int) -> str:
+    return f"{variant or '?'} · {dataset or '?'} #{number}"
+
+
+def distinct(names: list[str], ids: list[str]) -> list[str]:
+    """``names`` with the id added to each that is not unique (a copied run folder, or
+    two runs numbered at the same instant): a picker tells runs apart by name."""
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return [name if counts[name] == 1 else f"{name} ({run_id})" for name, run_id in zip(names, ids)]
+
+
 def _pair(run_id: str) -> str:
     """The variant-dataset part of an id made by ``new_run_id`` (of another folder name: itself)."""
     made = _MADE_ID.fullmatch(run_id)

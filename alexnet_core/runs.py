@@ -365,7 +365,7 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
             duration = (duration or 0.0) + now - st["session_started"]
         variant, dataset = config.get("variant"), config.get("dataset")
         rows.append({
-            "id": run_dir.name, "name": f"{variant or '?'} · {dataset or '?'} #{numbers[run_dir.name]}",
+            "id": run_dir.name, "name": runnames.short_name(variant, dataset, numbers[run_dir.name]),
             "variant": variant, "dataset": dataset,
             "recipe": config.get("recipe"), "state": st["state"], "epoch": st.get("epoch"),
             "epochs": config.get("epochs", st.get("epochs")), "best_val_acc": st.get("best_val_acc"), "test_acc": st.get("test_acc"),
@@ -373,7 +373,9 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
             "created": datetime.fromtimestamp(st["created"]) if st.get("created") else None, "error": st.get("error"),
             **{key: config.get(key) for key in ("lr", "batch_size", "input_size")}, "owner": st.get("owner"),
         })
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    frame["name"] = runnames.distinct(list(frame["name"]), list(frame["id"]))
+    return frame
 
 
 def training_speeds(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":

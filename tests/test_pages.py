@@ -241,7 +241,7 @@ def test_a_tile_never_shows_a_negative_loss(ui_lab, finished_run):
     copy = "negative-losses"
     shutil.copytree(runs.run_path(finished_run), runs.run_path(finished_run).parent / copy)
     try:
-        for path in (runs.run_path(copy) / "predictions").glob("*.npz"):
+        for path in (runs.run_path(copy) / "predictions").glob("epoch-*.npz"):
             with np.load(path) as npz:
                 arrays = dict(npz)
             right = arrays["label"] == arrays["pred"]

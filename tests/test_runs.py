@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -330,3 +331,7 @@ def test_runs_have_short_names_numbered_per_variant_and_dataset_that_a_delete_do
     runs.delete_run(first, runs_dir)
     fourth = runs.create_run(tiny(), runs_dir)
     assert runs.list_runs(runs_dir).set_index("id")["name"][fourth] == "mnist · digits #4"  # #3 still exists
+    # A copied folder keeps its number: both copies get their id, so a picker can tell them apart.
+    shutil.copytree(runs_dir / fourth, runs_dir / "copied")
+    named = runs.list_runs(runs_dir).set_index("id")["name"]
+    assert [named[fourth], named["copied"]] == [f"mnist · digits #4 ({fourth})", "mnist · digits #4 (copied)"]

@@ -203,26 +203,31 @@ def watch_next(run_id: str) -> None:
 
 
 def pick_run_ui(ids: list[str], frame: pd.DataFrame, *, label: str = "Run") -> str:
-    """The run picker shared by Train and Predictions, bound to ``?run=`` in the URL.
+    """The run picker shared by Train and Predictions, kept in ``?run=`` in the URL.
 
-    Picks, in order: a run just launched, the one picked before, the link's,
-    the one last looked at, the newest running one, the newest. A link naming a
-    run that does not exist gets a notice.
+    The picker shows short names, the URL holds the id (a widget bound to the
+    URL would write the shown name there). Picks, in order: a run just
+    launched, a link's run the session has not seen in its URL yet, the one
+    picked before, the one last looked at, the newest running one, the newest.
+    A link naming a run that does not exist gets a notice.
     """
+    state = st.session_state
     asked = st.query_params.get("run")
     if asked is not None and asked not in ids:
         st.warning(f"The link names run **{md(asked)}**, which does not exist (any more); showing another run.",
                    icon=":material/link:")
-    launched = st.session_state.pop("_watch_next", None)
+    launched = state.pop("_watch_next", None)
     if launched in ids:
-        st.session_state["run"] = launched
-    elif st.session_state.get("run") not in ids and asked not in ids:
-        focus = st.session_state.get("focus_run")
-        active = [rid for rid, state in zip(frame["id"], frame["state"]) if state in ACTIVE_STATES]
-        st.session_state["run"] = focus if focus in ids else (active[0] if active else ids[0])
+        state["run"] = launched
+    elif asked in ids and asked != state.get("_run_in_url"):
+        state["run"] = asked
+    elif state.get("run") not in ids:
+        focus = state.get("focus_run")
+        active = [rid for rid, run_state in zip(frame["id"], frame["state"]) if run_state in ACTIVE_STATES]
+        state["run"] = focus if focus in ids else (active[0] if active else ids[0])
     names = run_names(frame)
-    run_id = st.selectbox(label, ids, key="run", bind="query-params", format_func=lambda rid: names.get(rid, rid),
+    run_id = st.selectbox(label, ids, key="run", format_func=lambda rid: names.get(rid, rid),
                           help="Every run in the run store, newest first, by its short name: the variant, the dataset "
                                "and its number among their runs. Its full id is in the URL and on the Runs page.")
-    st.session_state["focus_run"] = run_id
+    st.query_params["run"] = state["_run_in_url"] = state["focus_run"] = run_id
     return run_id
