@@ -319,7 +319,9 @@ def test_a_copied_link_restores_the_view_in_a_new_browser(browser_lab, fashion_l
     assert bags_wrong > 12, "two pages of them"
     page_two = f"Images 13–{min(24, bags_wrong)} of {bags_wrong} matching"
     with projector_page(browser) as pg:
-        pg.goto(f"{url}/predictions")
+        pg.goto(f"{url}/predictions?run={run_id}")
+        settle(pg)
+        expect(pg).to_have_url(re.compile(f"run={run_id}"))  # the id, not the short name the picker shows
         choose(pg, "Epoch", "1")
         expect(pg).to_have_url(re.compile(r"epoch=1"))
         choose(pg, "True class", "8: Bag")
