@@ -15,7 +15,8 @@ TABS = ["Test images", "Confusion matrix", "Your own image"]
 ANY = -1
 GRID_COLUMNS = 6
 # Two rows a page: a class talks over a few mistakes at a time.
-PER_PAGE_OPTIONS = [12, 24, 48, 96]
+PER_PAGE_OPTIONS = [12, 24, 48, 64, 96]
+SQUARE_PAGE = 64  # drawn 8x8, as the grids in the write-ups are
 # A tile's large view: about this many pixels a side, nearest-neighbour, so each pixel
 # of the test image shows as a sharp square on a projector.
 LARGE_TILE_PX = 448
@@ -103,8 +104,9 @@ def grid_ui(preds: pd.DataFrame, ds, classes: list[str]) -> None:
     first, last = (page - 1) * per_page, min(page * per_page, len(shown))
     matching.markdown(f"Images **{first + 1}–{last}** of **{len(shown):,}** matching", width="content")
     rows = list(shown.iloc[first:last].itertuples(index=False))
-    for start in range(0, len(rows), GRID_COLUMNS):
-        for col, row in zip(tiles.columns(GRID_COLUMNS), rows[start: start + GRID_COLUMNS]):
+    columns = 8 if per_page == SQUARE_PAGE else GRID_COLUMNS
+    for start in range(0, len(rows), columns):
+        for col, row in zip(tiles.columns(columns), rows[start: start + columns]):
             ok = int(row.label) == int(row.pred)
             image = ds.test_x[int(row.index)]
             col.image(predict.tile_image(image, ok, target=128), width="stretch")
@@ -164,7 +166,8 @@ def confusion_ui(preds: pd.DataFrame, classes: list[str]) -> None:
 def upload_ui(run_id: str, ds, config) -> None:
     """Classify an uploaded picture with the run's best weights; show its top 5 and feature maps."""
     st.markdown(
-        f"Upload a picture and see what run **{md(run_id)}** thinks it is. It is turned into a "
+        f"Upload a picture and see what run **{md(choice.run_names(frame).get(run_id, run_id))}** "
+        f"thinks it is. It is turned into a "
         f"{ds.channels}-channel {ds.image_size}x{ds.image_size} image like the {config.dataset} ones, "
         f"then resized to {config.resolved_input_size}x{config.resolved_input_size}."
     )
@@ -208,12 +211,15 @@ def upload_ui(run_id: str, ds, config) -> None:
     c.plotly_chart(bars_figure(shown, "percent", "class", best, "probability (%)", height=330),
                    width="stretch", key="top5", theme=None)
     st.markdown("##### Its feature maps (each conv layer's channels after ReLU)")
+    named = anatomy.layer_names(model)
     items = list(maps.items())
     for start in range(0, len(items), 2):
         for col, (name, fmap) in zip(st.columns(2), items[start: start + 2]):
             c_, h, w = fmap.shape[-3:]
             col.image(predict.channel_grid(fmap, max_channels=64, cell=40), width="stretch",
-                      caption=f"{name}: {c_} channels of {h}x{w}" + (" (first 64)" if c_ > 64 else ""))
+                      caption=f"conv{named[name].removeprefix('relu')} after its ReLU ({name}): "
+                              f"{c_} channels of {h}x{w}"
+                              + (" (first 64)" if c_ > 64 else ""))
 
 
 # The title and what is shown on one row, the choice and its figures on the next: the

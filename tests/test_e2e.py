@@ -151,6 +151,7 @@ def test_journey_home_model_train_predictions_runs(running, server, page):
     choose("seven.png", "image/png", digit_png())
     expect(pg.get_by_text("as the network sees it")).to_be_visible()
     expect(pg.get_by_text("Best guess")).to_be_visible()
+    expect(pg.get_by_text("conv1 after its ReLU (features.1): 32 channels")).to_be_visible()  # a student's names
     no_exception(pg)
     shot(pg, "05-upload")
 

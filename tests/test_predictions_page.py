@@ -94,6 +94,15 @@ def matching(at: AppTest) -> str:
     return next(m.value for m in at.markdown if "matching" in m.value)
 
 
+def test_64_per_page_is_drawn_as_an_8x8_grid(fashion_lab):
+    """The write-ups show their predictions as an 8x8 grid of 64 tiles."""
+    at = open_predictions(only_wrong="false", per_page="64")
+    tiles = [m.value for m in at.markdown if "predicted" in m.value and "loss" in m.value]
+    assert len(tiles) == 64
+    tile_columns = [c for c in at.columns if c.image]
+    assert len(tile_columns) == 64 and {round(c.weight, 3) for c in tile_columns} == {round(1 / 8, 3)}
+
+
 # ---------------------------------------------------------------- a link restores the view
 
 
