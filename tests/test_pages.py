@@ -577,6 +577,22 @@ def test_a_long_run_keeps_a_bounded_number_of_steps_for_its_chart(ui_lab, finish
         shutil.rmtree(runs.run_path(copy), ignore_errors=True)
 
 
+def test_a_finished_as_written_run_stands_beside_its_posts_figure(ui_lab, finished_run):
+    """A run of a post's recipe as written says what the post reported and what it got."""
+    copy = "as-written-copy"
+    shutil.copytree(runs.run_path(finished_run), runs.run_path(finished_run).parent / copy)
+    config = runs.run_path(copy) / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"recipe": "lrn-cifar10-as-written"}))
+    try:
+        at = open_page("train", run=copy)
+        no_errors(at)
+        acc = 100 * runs.status(copy)["test_acc"]
+        assert any(c.value.startswith("The LRN post reported 82") and md(f"this run: {acc:.2f}%") in c.value
+                   for c in at.caption), [c.value for c in at.caption]
+    finally:
+        shutil.rmtree(runs.run_path(copy), ignore_errors=True)
+
+
 def test_a_damaged_run_is_shown_with_its_reason_and_can_be_deleted(ui_lab, finished_run):
     """One bad status.json (a pid as text) broke every page: that run alone reads
     damaged, with a sentence, and the Runs page deletes it."""

@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from alexnet_core import paths, runs
+from alexnet_core.config import reported_line
 from alexnet_core.runfiles import ACTIVE_STATES
 from ui import classroom
 from ui.charts import accuracy_figure, loss_figure
@@ -276,6 +277,12 @@ def _status_view(run_id: str, name: str, active: bool, scale: int) -> None:
             f" (epoch {status.get('best_epoch') or '–'}), test accuracy {percent(status.get('test_acc'))}.",
             icon=":material/check_circle:",
         )
+        try:
+            line = reported_line(runs.read_config(run_id), status.get("test_acc"))
+        except (OSError, ValueError):  # the comparison is a bonus: an unreadable config only loses it
+            line = None
+        if line:
+            st.caption(md(line))
 
 
 def waiting_text(run_id: str) -> str:
