@@ -7,7 +7,7 @@ view comes first and the form folds away below it.
 
 import streamlit as st
 
-from alexnet_core import variants
+from alexnet_core import datasets, variants
 from alexnet_core.config import SETTINGS, ConfigError, Recipe, TrainConfig, get_recipe, list_recipes, split_sizes
 from alexnet_core.device import available_memory_mb
 from alexnet_core.runfiles import ACTIVE_STATES
@@ -110,6 +110,11 @@ def estimate_ui(config: TrainConfig, *, busy: bool) -> bool:
         error_ui(f"These settings cannot train yet: {exc}")
         return False
     ok, where = choice.dataset_availability(config.dataset, config.folder)
+    if not ok and config.dataset != "folder" and datasets.obtainable(config.dataset)[0]:
+        # torchvision downloads it on the run's first load: the launch is not refused before that is tried
+        st.info(f"The {config.dataset} images are not on this computer yet: the run downloads them first, "
+                f"which needs the internet. {md(where)}", icon=":material/download:")
+        return True
     if not ok:
         st.warning(f"The {config.dataset} images are not on this computer yet. {md(where)}", icon=":material/download:")
         return False

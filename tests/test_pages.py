@@ -655,6 +655,16 @@ def test_the_form_trains_the_sidebars_choice_when_asked(ui_lab):
     assert "Trains **cifar** on **digits** at **32x32**." in texts(at)
 
 
+def test_a_dataset_that_downloads_can_be_launched_and_says_so(ui_lab, tmp_path, monkeypatch):
+    """The page promised a download on first load but kept Launch disabled until the files were here."""
+    monkeypatch.setenv("ALEXNET_LAB_DATA", str(tmp_path))  # no CIFAR-10 files here
+    at = open_page("train", variant="cifar", dataset="cifar10")
+    at.radio(key="quick:what").set_value("sidebar").run()
+    no_errors(at)
+    assert any("the run downloads them first" in i.value for i in at.info), [i.value for i in at.info]
+    assert not at.button(key="launch").disabled
+
+
 def test_a_folder_with_one_image_per_class_cannot_launch(ui_lab, tmp_path, monkeypatch):
     """One image per class was accepted, then Predictions read nan% and Launch made a
     failed run: the Train page says why and keeps Launch disabled."""
