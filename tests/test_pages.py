@@ -561,13 +561,14 @@ def test_a_long_run_keeps_a_bounded_number_of_steps_for_its_chart(ui_lab, finish
             for _ in range(4):
                 f.write("".join(json.dumps(e) + "\n" for e in steps))
         # Read in bounded chunks, and once thinned, the step lines to be dropped are not parsed.
-        monkeypatch.setattr(live, "READ_CHUNK_BYTES", 4096)
+        chunk = max(1024, path.stat().st_size // 8)
+        monkeypatch.setattr(live, "READ_CHUNK_BYTES", chunk)
         reads, read_metrics = [], runs.read_metrics
         monkeypatch.setattr(runs, "read_metrics", lambda *a, **k: reads.append(read_metrics(*a, **k)) or reads[-1])
         metrics = live.RunMetrics(copy, str(runs.run_path(copy).parent))
         metrics.snapshot()
         assert len(reads) > 4
-        assert all(offset - before <= 4096 for (_, before), (_, offset) in zip([([], 0)] + reads, reads))
+        assert all(offset - before <= chunk for (_, before), (_, offset) in zip([([], 0)] + reads, reads))
         assert sum(1 for new, _ in reads for e in new if e.get("type") == "step") < 5 * len(steps)
         kept = [r for r in metrics.rows if r.get("type") == "step"]
         assert metrics.steps == len(kept) <= live.MAX_STEP_ROWS
