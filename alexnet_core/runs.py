@@ -92,7 +92,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 RUN_COLUMNS = [
     "id", "name", "variant", "dataset", "recipe", "state", "epoch", "epochs", "best_val_acc", "test_acc",
-    "last_test_acc", "duration_s", "created", "error", "lr", "batch_size", "input_size", "owner",
+    "last_test_acc", "duration_s", "created", "error", "lr", "batch_size", "input_size", "owner", "device",
 ]
 
 
@@ -345,7 +345,7 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
     their runs), variant, dataset, recipe, state, epoch, epochs,
     best_val_acc, test_acc (at the best validation epoch), last_test_acc,
     duration_s (training time), created (datetime), error, lr, batch_size,
-    input_size (None: the variant's own), owner (``create_run``).
+    input_size (None: the variant's own), owner (``create_run``), device ("cuda:1").
 
     A damaged run (``status``) is listed with state ``damaged``, the reason in
     ``error`` and whatever of its files could be read; one bad run never keeps
@@ -372,6 +372,7 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> "pd.DataFrame":
             "last_test_acc": st.get("last_test_acc"), "duration_s": duration,
             "created": datetime.fromtimestamp(st["created"]) if st.get("created") else None, "error": st.get("error"),
             **{key: config.get(key) for key in ("lr", "batch_size", "input_size")}, "owner": st.get("owner"),
+            "device": st.get("device"),
         })
     frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
     frame["name"] = runnames.distinct(list(frame["name"]), list(frame["id"]))

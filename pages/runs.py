@@ -47,7 +47,7 @@ def format_runs(frame: pd.DataFrame) -> pd.DataFrame:
     out = out.rename(columns={"best_val_acc": "best val.", "test_acc": "test", "duration_s": "duration",
                               "batch_size": "batch", "input_size": "size", "name": "run"})
     settings = ["size", "batch", "lr", "state", "epochs", "best val.", "test", "duration"]
-    keep = (["run", *settings, "variant", "dataset", "id"] if "run" in out.columns
+    keep = (["run", *settings, "variant", "dataset", "device", "id"] if "run" in out.columns
             else ["id", "variant", "dataset", *settings])
     return out[[c for c in keep if c in out.columns]]
 
@@ -79,7 +79,7 @@ def compare_ui(ids: list[str], names: dict[str, str]) -> None:
             error_ui(f"The metrics of run {run_id} could not be read.", exc)
             continue
         if not epochs.empty and metric in epochs and epochs[metric].notna().any():
-            series[run_id] = (epochs["epoch"].tolist(), (epochs[metric] * scale).tolist())
+            series[names.get(run_id, run_id)] = (epochs["epoch"].tolist(), (epochs[metric] * scale).tolist())
     if not series:
         st.info("None of these runs has finished an epoch yet.", icon=":material/hourglass_top:")
         return

@@ -160,3 +160,16 @@ def test_torchrun_commands():
     two = placement.torchrun_command([], processes=1, machines=2, endpoint="10.0.0.5:29400")
     assert "--standalone" not in two
     assert two[two.index("--nnodes") + 1] == "2" and two[two.index("--rdzv-endpoint") + 1] == "10.0.0.5:29400"
+
+
+def test_the_runs_table_says_where_a_run_trains(store, monkeypatch):
+    from tests.test_pages import no_errors, open_page
+
+    monkeypatch.setenv("ALEXNET_LAB_RUNS", str(store))
+    run_dir = queued(store)
+    runfiles.update_status(run_dir, device="cuda:1")
+    assert runs.list_runs(store)["device"].tolist() == ["cuda:1"]
+    at = open_page("runs")
+    no_errors(at)
+    table = at.html[0].value
+    assert "<th>device</th>" in table and "<td>cuda:1</td>" in table
