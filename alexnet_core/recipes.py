@@ -110,8 +110,8 @@ ENTRIES: tuple[RecipeEntry, ...] = (
     RecipeEntry(
         "quick", "Quick demo: digits, the fastest recipe",
         "The MNIST net on scikit-learn's 8x8 digits upscaled to 12x12, the smallest size it takes (the last "
-        "pool still sees a 3x3 map), AdamW 2e-3 with a cosine decay, batch 32, 6 epochs: 97-98% test accuracy. "
-        "One thread: steps this small gain nothing from a second core and stall while the dashboard uses it.",
+        "pool still sees a 3x3 map), AdamW 2e-3 with a cosine decay, batch 32, 6 epochs: 97-98% test accuracy.",
+        # One thread: steps this small gain nothing from a second core and stall while the dashboard uses it.
         dict(variant="mnist", dataset="digits", input_size=12, epochs=6, batch_size=32, optimizer="adamw",
              lr=2e-3, weight_decay=5e-4, schedule="cosine", seed=0, threads=1),
         kind="demo",

@@ -158,7 +158,8 @@ def test_journey_home_model_train_predictions_runs(running, server, page):
     nav(pg, "Runs")
     expect(pg.get_by_role("heading", name="Compare curves")).to_be_visible()
     expect(pg.locator(DRAWN_CHART)).to_have_count(1)
-    wait_for_chart(pg, "validation accuracy (%) by epoch", run_id, "x.length === 1 && x[0] === 1")
+    wait_for_chart(pg, "validation accuracy (%) by epoch", shown_as(run_id, running.env["ALEXNET_LAB_RUNS"]),
+                   "x.length === 1 && x[0] === 1")  # the legend names the run as the pages do
     point = pg.locator(f"{DRAWN_CHART} .scatterlayer .point").first
     box = point.bounding_box()  # plotly's drag layer lies over the points: move the pointer there
     pg.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

@@ -369,7 +369,7 @@ def test_runs_page_table_curves_downloads(ui_lab, finished_run):
     (curves,) = charts(at)
     assert curves["layout"]["title"]["text"] == "validation accuracy (%) by epoch"
     assert curves["layout"]["yaxis"]["range"] == [0, 101]
-    (line,) = [t for t in curves["data"] if t["name"] == finished_run]  # other tests' runs may be there too
+    (line,) = [t for t in curves["data"] if t["name"] == shown_as(finished_run)]  # other tests' runs may be there too
     assert line["x"] == [1]
     assert line["y"] == [pytest.approx(100 * runs.status(finished_run)["best_val_acc"])]
     assert not at.get("download_button"), "the files wait in a closed expander"

@@ -83,10 +83,11 @@ def lines_figure(series: dict[str, tuple[list, list]], title: str, xtitle: str, 
     """A few named curves, ``{name: (x, y)}``, on one chart; in percent from 0 to 100 if ``percent``."""
     fig = go.Figure()
     for name, (x, y) in series.items():
-        fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"width": 3}, marker={"size": 9},
+        fig.add_scatter(x=x, y=y, mode="lines+markers", name=labels([name])[0], line={"width": 3}, marker={"size": 9},
                         hovertemplate="epoch %{x}: %{y:.1f}" + ("%" if percent else "") + "<extra>%{fullData.name}</extra>")
     styled(fig, title, xtitle, ytitle)
-    fig.update_xaxes(dtick=1)
+    if max((len(x) for x, _ in series.values()), default=0) <= 20:  # past that, one tick per epoch is a blur
+        fig.update_xaxes(dtick=1)
     if percent:
         fig.update_yaxes(range=[0, 101])
     return fig
