@@ -208,9 +208,13 @@ def torch_threads(threads: int):
         yield
 
 
-def available_memory_mb() -> float | None:
-    """Memory the system can give a new process now (Linux's MemAvailable), in MB;
-    None where it cannot be read."""
+def available_memory_mb(device=None) -> float | None:
+    """Memory a new run can have now, in MB: a CUDA ``device``'s free memory, else the
+    system's (Linux's MemAvailable); None where it cannot be read."""
+    if device is not None and getattr(device, "type", None) == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0] / 2**20
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:

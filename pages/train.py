@@ -9,7 +9,7 @@ import streamlit as st
 
 from alexnet_core import datasets, variants
 from alexnet_core.config import SETTINGS, ConfigError, Recipe, TrainConfig, get_recipe, list_recipes, split_sizes
-from alexnet_core.device import available_memory_mb
+from alexnet_core.device import available_memory_mb, resolve_device
 from alexnet_core.runfiles import ACTIVE_STATES
 from ui import cached, choice, classroom
 from ui.formatting import error_ui, format_duration, md
@@ -118,13 +118,21 @@ def estimate_ui(config: TrainConfig, *, busy: bool) -> bool:
     if not ok:
         st.warning(f"The {config.dataset} images are not on this computer yet. {md(where)}", icon=":material/download:")
         return False
-    free = available_memory_mb()
+    where_trained = resolve_device(config.device)  # validate() has refused a device that is not here
+    on_gpu = where_trained.type == "cuda"
+    free = available_memory_mb(where_trained)
     if free is not None and cached.training_memory_mb(config) > cached.MEMORY_SHARE * free:
         need = cached.training_memory_mb(config)
         fits = cached.largest_batch(config, cached.MEMORY_SHARE * free)
         error_ui(f"A batch of {config.batch_size} needs about {need / 1024:.1f} GB for each training step, and this "
-                 f"computer has {free / 1024:.1f} GB free. Choose a batch size of at most {fits}.")
+                 f"{'GPU' if on_gpu else 'computer'} has {free / 1024:.1f} GB free. "
+                 f"Choose a batch size of at most {fits}.")
         return False
+    if on_gpu and free is not None:  # a GPU is busiest with the largest batch that fits
+        fits = cached.largest_batch(config, cached.MEMORY_SHARE * free)
+        if fits > 2 * config.batch_size:
+            st.caption(f":material/memory: A batch of up to about {fits:,} fits in this GPU's "
+                       f"{free / 1024:.0f} GB free; a larger batch keeps it busier (scale the learning rate with it).")
     try:  # the files are here: can they be trained on (an empty test split, a batch above the split)?
         split_sizes(config, len(cached.load_dataset(config.dataset, config.data_root, config.folder).train_y))
     except Exception as exc:

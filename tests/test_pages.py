@@ -525,6 +525,25 @@ def test_a_thousand_class_confusion_matrix_stays_small():
     assert confusion_classes(matrix[:10, :10]) == list(range(10))
 
 
+def test_on_a_gpu_the_page_suggests_the_batch_that_fills_it(ui_lab, monkeypatch):
+    """Batch sizes that fill a GPU: the Train page says how large a batch fits in its free memory."""
+    import torch
+
+    from alexnet_core import device
+    from ui import cached
+
+    monkeypatch.setattr(device, "resolve_device", lambda name="auto", gpu=None: torch.device("cuda", 0))
+    monkeypatch.setattr(device, "bf16_supported", lambda dev: True)  # an H100, say
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (80 * 2**30, 141 * 2**30))
+    at = open_page("train", variant="paper", size="227")
+    at.radio(key="quick:what").set_value("sidebar").run()
+    no_errors(at)
+    config = get_recipe("quick").make_config(variant="paper", dataset="digits", input_size=227)
+    fits = cached.largest_batch(config, cached.MEMORY_SHARE * 80 * 1024)
+    assert any(f"A batch of up to about {fits:,} fits in this GPU's 80 GB free" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
+
+
 def test_a_batch_that_cannot_fit_in_memory_is_refused_with_a_sentence(ui_lab):
     from alexnet_core.device import available_memory_mb
     from ui import cached
