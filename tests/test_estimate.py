@@ -117,3 +117,11 @@ def test_the_time_left_comes_from_the_runs_own_steps(tmp_path):
     assert status["eta_seconds"] == pytest.approx(own, rel=1e-6)
     _, text = progress_text(dict(status, state="running"))
     assert f"about {format_duration(status['eta_seconds'])} left" in text, text
+
+
+def test_a_run_on_a_gpu_says_which():
+    """The Train page's live view names the GPU a run uses (the queue may have put it on any)."""
+    status = {"state": "running", "epochs": 3, "steps_per_epoch": 20, "step": 5, "images_per_s": 900.0,
+              "eta_seconds": 30.0}
+    assert "on cuda:1" in progress_text(dict(status, device="cuda:1"))[1]
+    assert " on " not in progress_text(dict(status, device="cpu"))[1]

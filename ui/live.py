@@ -211,6 +211,8 @@ def progress_text(status: dict) -> tuple[float, str]:
         parts.append(f"step {step:,} of {total:,}")
     if status.get("images_per_s") and active:
         parts.append(f"{float(status['images_per_s']):,.0f} images/s")
+    if active and status.get("device") and not str(status["device"]).startswith("cpu"):  # the CPU goes without saying
+        parts.append(f"on {status['device']}")
     if active:
         eta = status.get("eta_seconds")
         parts.append(f"about {format_duration(eta)} left" if eta is not None else "estimating time left…")
