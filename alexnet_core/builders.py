@@ -5,7 +5,7 @@ The training loop and the epoch estimate build their parts here, the same way.
     load_data(config) -> datasets.Dataset       a problem raises ConfigError
     model_args(config, num_classes) -> dict     in_channels, num_classes, input_size
     build_model(config, model_args);  model_on_device(config, model_args, device, channels_last)
-    batch_kwargs(model_args, dataset, device, channels_last) -> prepare_batch's arguments
+    batch_kwargs(model_args, dataset, device, channels_last, window) -> prepare_batch's (and evaluate's) arguments
     build_optimizer(config, model);  build_scheduler(config, optimizer, steps_per_epoch)
     split_indices(config, n) -> (train, validation);  epoch_order(config, train_idx, epoch)
 """
@@ -22,7 +22,8 @@ from alexnet_core.config import ConfigError, TrainConfig, split_sizes
 def load_data(config: TrainConfig) -> "datasets.Dataset":
     """The config's dataset (never downloads a second time); a problem raises ``ConfigError``."""
     try:
-        return datasets.load_dataset(config.dataset, config.data_root, folder=config.folder)
+        return datasets.load_dataset(config.dataset, config.data_root, folder=config.folder,
+                                     image_size=config.image_size if config.is_photo else None, squash=config.squash)
     except datasets.DatasetUnavailable as exc:
         raise ConfigError(f"Dataset {config.dataset!r} is not available: {exc}") from None
     except ValueError as exc:  # a folder with no images, one class, an unreadable file...
@@ -53,11 +54,13 @@ def model_on_device(config: TrainConfig, args: dict, device: torch.device, chann
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def batch_kwargs(args: dict, dataset: "datasets.Dataset", device: torch.device, channels_last: bool) -> dict:
-    """``prepare_batch``'s arguments that make the model's input from the dataset's images."""
+def batch_kwargs(args: dict, dataset: "datasets.Dataset", device: torch.device, channels_last: bool,
+                 window: str = "whole") -> dict:
+    """``prepare_batch``'s arguments that make the model's input from the dataset's images;
+    ``window``: the evaluation window (``TrainConfig.windows``; training's comes with its augmentation)."""
     return dict(
         in_channels=args["in_channels"], size=args["input_size"], mean=dataset.mean, std=dataset.std,
-        device=device, channels_last=channels_last,
+        device=device, channels_last=channels_last, window=window,
     )
 
 

@@ -7,7 +7,7 @@ Public API::
     SETTINGS, get_setting(name) one Setting per TrainConfig field, in field order
     setting_field(default, **declaration), settings_of(config_class)   how a field declares its Setting
     ConfigError(ValueError)     a config a student can fix; the message says how
-    OPTIMIZERS, SCHEDULES, MAX_INPUT_SIZE
+    OPTIMIZERS, SCHEDULES, MAX_INPUT_SIZE, PHOTO_FITS
     split_sizes(config, n) -> (train, validation)
     RECIPES, list_recipes(), get_recipe(name) -> Recipe(name, title, description, config, kind, reference,
                                 differences, reported); recipe_for(variant, dataset); reported_line(config, acc)
@@ -44,6 +44,16 @@ from alexnet_core.runfiles import write_json_atomic
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 MAX_INPUT_SIZE = 1024
+# How a photo (flowers102, folder) becomes the network's input: (stored squashed, training
+# window, evaluation window), the windows as batches.WINDOWS names them.
+PHOTO_FITS = {
+    "crop": (False, "random", "centre"),  # the 2012 paper's
+    "resized-crop": (False, "resized", "centre"),  # torchvision's RandomResizedCrop
+    "centre": (False, "whole", "whole"),  # runs made before photo_fit existed
+    "squash": (True, "whole", "whole"),  # the cats-vs-dogs post's Resize((227, 227))
+}
+# A config.json written before image_size and photo_fit existed stored its photos this way.
+_PHOTOS_BEFORE = {"flowers102": 64, "folder": 128}
 
 
 class ConfigError(ValueError):
@@ -246,6 +256,17 @@ class TrainConfig:
     rotation: float = setting_field(
         0.0, label="Random rotation (degrees)", minimum=0, maximum=180, section="more", hint="10 is usual",
         help="Turn each training image by a random angle of up to this many degrees either way.")
+    photo_fit: str = setting_field(
+        "crop", label="Photos to input", choices=tuple(PHOTO_FITS), section="more",
+        active_when=("dataset", tuple(_PHOTOS_BEFORE)),
+        help="For photos (flowers102, folder): crop keeps each photo's centre square and trains on random "
+             "input-size windows of it, evaluating the centre one (the 2012 paper); resized-crop trains on "
+             "torchvision's RandomResizedCrop instead; centre resizes the centre square whole; squash resizes "
+             "the whole photo to a square, its aspect ratio lost.")
+    image_size: int | None = setting_field(
+        None, label="Stored photo size", minimum=8, maximum=MAX_INPUT_SIZE,
+        help="The side in pixels photos (flowers102, folder) are kept at in memory; empty: 256, the 2012 "
+             "paper's. Larger than the input leaves room for random crops.")
     label_smoothing: float = setting_field(
         0.0, label="Label smoothing", minimum=0, maximum=1, max_exclusive=True, section="more", step=0.05,
         hint="0.1 is usual", help="The share of each target spread over the other classes, against overconfidence.")
@@ -327,9 +348,29 @@ class TrainConfig:
         """The training augmentation (``batches.Augment``), or None when every option is off."""
         from alexnet_core.batches import Augment
 
-        if not (self.flip or self.crop_padding or self.rotation):
+        window = self.windows[0]
+        if not (self.flip or self.crop_padding or self.rotation or window != "whole"):
             return None
-        return Augment(flip=bool(self.flip), crop_padding=int(self.crop_padding), rotation=float(self.rotation))
+        return Augment(flip=bool(self.flip), crop_padding=int(self.crop_padding), rotation=float(self.rotation),
+                       window="" if window == "whole" else window)
+
+    @property
+    def is_photo(self) -> bool:
+        """Whether the dataset is decoded from photos, so image_size and photo_fit apply."""
+        return self.dataset in _PHOTOS_BEFORE
+
+    @property
+    def windows(self) -> tuple[str, str]:
+        """(training, evaluation) window of a stored image (``batches.WINDOWS``): from
+        ``photo_fit`` for photos, the whole image for the other datasets."""
+        if not self.is_photo:
+            return "whole", "whole"
+        return PHOTO_FITS[self.photo_fit][1:]
+
+    @property
+    def squash(self) -> bool:
+        """Whether photos are stored squashed whole (``photo_fit`` squash) rather than centre-cropped."""
+        return self.is_photo and PHOTO_FITS[self.photo_fit][0]
 
     # -- validation ----------------------------------------------------------
 
@@ -369,6 +410,9 @@ class TrainConfig:
             )
         if self.dataset == "folder" and not self.folder:
             raise ConfigError(FOLDER_NEEDED)
+        if self.image_size is not None and not self.is_photo:
+            raise ConfigError(f"image_size is the stored size of photos (flowers102, folder); {self.dataset} "
+                              "has one native size: leave it empty.")
         self.check_machine()
         if check_data:
             ok, where = datasets.obtainable(self.dataset, self.data_root, folder=self.folder)
@@ -428,6 +472,10 @@ class TrainConfig:
         values = dict(values)
         if values.get("variant_options") is None:
             values["variant_options"] = {}
+        if "photo_fit" not in values and values.get("dataset") in _PHOTOS_BEFORE:
+            # written before photos were kept at 256: their centre square, at the size of then
+            values["photo_fit"] = "centre"
+            values.setdefault("image_size", _PHOTOS_BEFORE[values["dataset"]])
         return cls(**values)
 
     def to_json(self, path: str | os.PathLike) -> None:

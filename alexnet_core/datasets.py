@@ -13,8 +13,9 @@ Public API::
     list_datasets(), get_info(name) -> DatasetInfo
     availability(name, root=None, folder=None) -> (ok, where or how to get it)
     obtainable(name, root=None, folder=None) -> (here or downloadable, where or how to get it)
-    load_dataset(name, root=None, *, folder=None, download=None, cache=True, image_size=None) -> Dataset
-    Dataset, DatasetInfo, DatasetUnavailable; FLOWERS_IMAGE_SIZE, FOLDER_IMAGE_SIZE
+    load_dataset(name, root=None, *, folder=None, download=None, cache=True, image_size=None, squash=False)
+        -> Dataset
+    Dataset, DatasetInfo, DatasetUnavailable; PHOTO_DATASETS, PHOTO_SIZE, photo_bytes(name, n, size)
 
 Where the files come from, in order: the data root in torchvision's layout
 (``root`` or ``ALEXNET_LAB_DATA``, default ``./data``); a known system archive
@@ -46,14 +47,15 @@ from alexnet_core.runfiles import torch_load_reason
 # then simply stop matching.
 CACHE_VERSION = 1
 
-# Flowers-102 photos are about 500x600. Stored at 64x64 all 8,189 images take
-# 100 MB of memory (400 MB at 128), decode and cache quickly, and 64 is still
-# above the torchvision variant's 63-pixel minimum; models that want 224 or 227
-# upsample on the device in prepare_batch.
-FLOWERS_IMAGE_SIZE = 64
-# Your own photos: 128 keeps 10,000 colour images at 490 MB and leaves enough
-# detail to upsample to AlexNet's 224/227.
-FOLDER_IMAGE_SIZE = 128
+# Datasets decoded from photos of any size. They are stored as the 2012 paper
+# stored ImageNet: the short side resized to 256 and the centre 256x256 kept, so
+# training can take random 224/227 windows (batches.WINDOWS) and evaluation the
+# centre one. 256x256x3 bytes is 192 KiB a photo: Flowers-102's 8,189 take
+# 1.5 GiB in memory (and as much again in the cache file), 25,000 cats and dogs
+# 4.6 GiB. A run may store them smaller (TrainConfig.image_size).
+PHOTO_DATASETS = ("flowers102", "folder")
+PHOTO_SIZE = 256
+FLOWERS_IMAGE_SIZE = FOLDER_IMAGE_SIZE = PHOTO_SIZE
 
 _DOWNLOAD_ERRORS = (OSError, RuntimeError, ValueError, EOFError, tarfile.TarError)
 
@@ -159,7 +161,7 @@ _INFOS = {
         DatasetInfo(
             "flowers102",
             "Flowers-102",
-            f"8,189 flower photos in 102 classes, stored at {FLOWERS_IMAGE_SIZE}x{FLOWERS_IMAGE_SIZE}.",
+            f"8,189 flower photos in 102 classes, stored at {PHOTO_SIZE}x{PHOTO_SIZE} (the centre of each).",
             3,
             FLOWERS_IMAGE_SIZE,
             102,
@@ -252,6 +254,7 @@ def load_dataset(
     download: bool | None = None,
     cache: bool = True,
     image_size: int | None = None,
+    squash: bool = False,
 ) -> Dataset:
     """Load a registered dataset into in-memory uint8 tensors.
 
@@ -264,7 +267,9 @@ def load_dataset(
             (``True`` behaves like ``None``: files already here are never fetched again.)
         cache: read and write the decoded tensors under :func:`paths.cache_root`.
         image_size: stored size for datasets decoded from photos (``flowers102``,
-            ``folder``); the others have one native size.
+            ``folder``; default PHOTO_SIZE); the others have one native size.
+        squash: photos are resized whole to the square, their aspect ratio lost, instead
+            of keeping their centre square (photo datasets only).
 
     Raises:
         ValueError: unknown name, or bad input (folder outside the data root, no
@@ -272,7 +277,7 @@ def load_dataset(
         DatasetUnavailable: the files are not here and could not be downloaded.
     """
     info = get_info(name)
-    if image_size is not None and image_size != info.image_size and name not in ("flowers102", "folder"):
+    if image_size is not None and image_size != info.image_size and name not in PHOTO_DATASETS:
         raise ValueError(f"{info.title} is stored at its native {info.image_size}x{info.image_size}; "
                          "image_size only applies to flowers102 and folder.")
     if image_size is not None and image_size < 1:
@@ -285,13 +290,13 @@ def load_dataset(
         return _cached(name, identity, identity, data_root, cache, _load_digits)
     if name == "folder":
         path = _resolve_folder(folder, data_root)
-        identity = _stamp([str(path), size])
+        identity = _stamp([str(path), size] + (["squash"] if squash else []))
         return _cached(
             name, identity, lambda: _stamp(imagefiles.listing(path, data_root)), data_root, cache,
-            lambda: _make("folder", *imagefiles.read_folder(path, data_root, size)),
+            lambda: _make("folder", *imagefiles.read_folder(path, data_root, size, squash)),
         )
 
-    identity = _stamp([name, str(data_root), size])
+    identity = _stamp([name, str(data_root), size] + (["squash"] if squash and name in PHOTO_DATASETS else []))
 
     def files_stamp() -> str | None:
         if datafiles.missing_files(data_root, name):
@@ -300,8 +305,15 @@ def load_dataset(
 
     return _cached(
         name, identity, files_stamp, data_root, cache,
-        lambda: _load_torchvision(name, data_root, download, size),
+        lambda: _load_torchvision(name, data_root, download, size, squash),
     )
+
+
+def photo_bytes(name: str, n: int, size: int | None = None) -> int:
+    """Bytes that ``n`` images of ``name`` take decoded in memory at ``size`` (photos: PHOTO_SIZE)."""
+    info = get_info(name)
+    side = size or info.image_size
+    return n * info.channels * side * side
 
 
 # ------------------------------------------------------------------ caching
@@ -461,12 +473,12 @@ def _load_digits() -> Dataset:
     )
 
 
-def _load_torchvision(name: str, data_root: Path, download: bool | None, size: int) -> Dataset:
+def _load_torchvision(name: str, data_root: Path, download: bool | None, size: int, squash: bool = False) -> Dataset:
     readers = {
         "mnist": lambda dl: imagefiles.read_mnist_like("MNIST", data_root, dl),
         "fashion-mnist": lambda dl: imagefiles.read_mnist_like("FashionMNIST", data_root, dl),
         "cifar10": lambda dl: imagefiles.read_cifar10(data_root, dl),
-        "flowers102": lambda dl: imagefiles.read_flowers102(data_root, dl, size),
+        "flowers102": lambda dl: imagefiles.read_flowers102(data_root, dl, size, squash),
     }
     read = readers[name]
     title, folder = get_info(name).title, data_root / datafiles.SOURCES[name].folder

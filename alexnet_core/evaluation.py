@@ -82,12 +82,15 @@ def evaluate(
     batch_size: int = 256,
     channels_last: bool = False,
     precision: str = "auto",
+    window: str = "whole",
 ) -> EvalResult:
     """Evaluate ``model`` on uint8 images (N, C, H, W) under ``no_grad`` in eval mode.
 
     The model's previous train/eval mode is restored afterwards. ``in_channels``
     and ``size`` default to the model's own (``model.in_channels``,
-    ``model.input_size``). Returns numbers and arrays; prints nothing.
+    ``model.input_size``); ``window``: how the input is taken from larger stored photos
+    (``batches.WINDOWS``: the centre one for a run that trained on random crops).
+    Returns numbers and arrays; prints nothing.
     """
     device = torch.device(device)
     in_channels = in_channels or getattr(model, "in_channels")
@@ -103,7 +106,7 @@ def evaluate(
                 xb = prepare_batch(
                     x_uint8[start : start + batch_size],
                     in_channels=in_channels, size=size, mean=mean, std=std, device=device,
-                    augment=None, channels_last=channels_last,
+                    augment=None, channels_last=channels_last, window=window,
                 )
                 yb = labels[start : start + batch_size].to(device)
                 with autocast(device, precision):

@@ -3,9 +3,10 @@
 ``datasets`` decides what to load and from where; this module reads it:
 
     read_mnist_like(cls_name, data_root, download), read_cifar10(data_root, download),
-    read_flowers102(data_root, download, size), read_folder(path, data_root, size)
+    read_flowers102(data_root, download, size, squash=False), read_folder(path, data_root, size, squash=False)
         -> (classes, train_x, train_y, test_x, test_y[, source]): uint8 (N, C, H, W), int64 labels
-    decode_image(path, size, root) -> uint8 (size, size, 3): the centred square, resized
+    decode_image(path, size, root, squash=False) -> uint8 (size, size, 3): the centred square
+        (or the whole photo squashed), resized
     listing(top, root=None) -> [(relative path, size, mtime_ns)]: what a cache stamp is made of
     MAX_PIXELS, MAX_LISTING_ENTRIES, MAX_FOLDER_IMAGES: the bounds on one image and one folder
 
@@ -155,10 +156,10 @@ def read_cifar10(data_root: Path, download: bool):
     )
 
 
-def read_flowers102(data_root: Path, download: bool, size: int):
+def read_flowers102(data_root: Path, download: bool, size: int, squash: bool = False):
     from torchvision.datasets import Flowers102
 
-    loader = functools.partial(decode_image, size=size, root=None)
+    loader = functools.partial(decode_image, size=size, root=None, squash=squash)
     # the official split: train and val (10 per class each) for training, test (6,149) held out
     splits = {s: Flowers102(str(data_root), split=s, download=download and s == "train", loader=loader)
               for s in ("train", "val", "test")}
@@ -188,8 +189,10 @@ def _parallel(fn: Callable[[int], None], items) -> None:
             pass
 
 
-def decode_image(path: str | os.PathLike, size: int, root: Path | None) -> np.ndarray:
-    """One image file as uint8 RGB ``(size, size, 3)``: the largest centred square, resized.
+def decode_image(path: str | os.PathLike, size: int, root: Path | None, squash: bool = False) -> np.ndarray:
+    """One image file as uint8 RGB ``(size, size, 3)``: the largest centred square, resized
+    (its short side becomes ``size``, as the 2012 paper stored ImageNet), or with ``squash``
+    the whole photo resized to a square, its aspect ratio lost.
 
     Transparent pixels are composited on white; 16-bit images are scaled to 8 bits.
     ``root``: refuse a file whose real path (links resolved) lies outside it.
@@ -213,7 +216,10 @@ def decode_image(path: str | os.PathLike, size: int, root: Path | None) -> np.nd
                 img.draft("RGB", (size, size))
                 img = ImageOps.exif_transpose(img)
                 img = _to_rgb(img)
-                img = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
+                if squash:
+                    img = img.resize((size, size), Image.Resampling.BILINEAR)
+                else:
+                    img = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
                 return np.array(img, dtype=np.uint8)  # writable: torch.from_numpy warns on read-only
     except _Refused:
         raise
@@ -299,11 +305,11 @@ def _folder_samples(path: Path, data_root: Path, *, role: str) -> tuple[list[str
     return names, [p for p, _ in samples], [t for _, t in samples]
 
 
-def _decode_files(files: list[str], size: int, data_root: Path) -> torch.Tensor:
+def _decode_files(files: list[str], size: int, data_root: Path, squash: bool) -> torch.Tensor:
     x = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
 
     def one(i: int) -> None:
-        x[i] = torch.from_numpy(decode_image(files[i], size, data_root)).permute(2, 0, 1)
+        x[i] = torch.from_numpy(decode_image(files[i], size, data_root, squash)).permute(2, 0, 1)
 
     _parallel(one, range(len(files)))
     return x
@@ -324,7 +330,7 @@ def _split_per_class(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, 
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def read_folder(path: Path, data_root: Path, size: int) -> tuple:
+def read_folder(path: Path, data_root: Path, size: int, squash: bool = False) -> tuple:
     """An image folder's (classes, train_x, train_y, test_x, test_y, source).
 
     ``train/`` and ``test/`` (or ``val/``) subfolders are the splits; otherwise
@@ -346,8 +352,8 @@ def read_folder(path: Path, data_root: Path, size: int) -> tuple:
         test_labels = [remap[t] for t in test_labels]
         return (
             classes,
-            _decode_files(train_files, size, data_root), torch.tensor(train_labels),
-            _decode_files(test_files, size, data_root), torch.tensor(test_labels),
+            _decode_files(train_files, size, data_root, squash), torch.tensor(train_labels),
+            _decode_files(test_files, size, data_root, squash), torch.tensor(test_labels),
             f"{paths.display(path)} (train/ and {test_dir.name}/)",
         )
 
@@ -361,7 +367,7 @@ def read_folder(path: Path, data_root: Path, size: int) -> tuple:
             "test on: each class needs at least 2 images (one to train on, one to test on), and 10 or more "
             "give a test accuracy worth reading. Add images, or add a test/ folder beside train/."
         )
-    x = _decode_files(files, size, data_root)
+    x = _decode_files(files, size, data_root, squash)
     y = torch.from_numpy(labels_np.astype(np.int64))
     train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
     return (

@@ -84,21 +84,26 @@ STEPLR = Difference(
     "the rate halves every 5 epochs through a scheduler",
     "the post re-creates Adam every 5 epochs with half the rate, which also throws away Adam's running "
     "averages of the gradients; a scheduler halves the rate and keeps them")
-PHOTOS_128 = Difference(
-    "photos are stored centre-cropped to 128x128 and upsampled to 227x227",
-    "the post squashes each whole photo to 227x227; this lab keeps folder photos at 128 px so 25,000 of "
-    "them fit in memory (about 1.2 GB). Keeping photos at full resolution is planned")
+PHOTOS_CROPPED = Difference(
+    "photos keep their centre square at 256x256; training takes a random 227x227 window of it, "
+    "evaluation the centre one (the post squashes each whole photo to 227x227)",
+    "the 2012 paper's protocol: a shifted window at every step is more data against overfitting, and a "
+    "cat keeps its shape instead of being squeezed to a square")
 FLOWERS_SPLIT = Difference(
     "trained on the official training split (train + val, 2,040 photos), tested on the official test "
     "split (6,149)",
     "the post swaps them: it trains on 'test' (6,149) and tests on 'train' (1,020). This lab loads the "
     "official split only, which keeps the larger test set unseen and compares with published results; "
     "expect lower accuracy from 3x fewer training photos")
-FLOWERS_64 = Difference(
-    "photos are stored at 64x64 and upsampled to 224; no RandomResizedCrop, no vertical flip",
-    "the post takes RandomResizedCrop(224) from the full photos and also flips them upside down; this "
-    "lab keeps Flowers-102 at 64 px in memory, and its augmentation has horizontal flip, padded crop and "
-    "rotation only. Full-resolution photos with random crops on the device are planned")
+FLOWERS_256 = Difference(
+    "RandomResizedCrop(224) from each photo's centre 256x256 square (the post: from the whole photo), "
+    "made on the training device; evaluation takes the centre 224x224 window",
+    "photos are kept in memory as the 2012 paper kept ImageNet, their short side at 256 and the centre "
+    "square (Flowers-102's 8,189 take 1.5 GiB): the square holds most of a 500x600 photo")
+NO_VFLIP = Difference(
+    "no vertical flip",
+    "this lab's augmentation flips left to right only; a flower upside down is rarer in a photo than "
+    "one mirrored")
 FLOWERS_STATS = Difference(
     "normalised with the mean and std of Flowers-102's training split (the post: ImageNet's)",
     "the net trains from scratch, so ImageNet's statistics have no special claim; every run here "
@@ -218,14 +223,15 @@ ENTRIES: tuple[RecipeEntry, ...] = (
         "(the post sets LR=0.02 but never passes it to Adam), batch 256, 30 epochs, no flips (commented "
         "out in the post). Needs your folder with cats/ and dogs/ (or train/ and test/) inside: --folder "
         "on the command line, the sidebar's Image folder box here.",
-        dict(variant="bn", dataset="folder", epochs=30, batch_size=256, optimizer="adam", lr=1e-3, weight_decay=0.0),
+        dict(variant="bn", dataset="folder", epochs=30, batch_size=256, optimizer="adam", lr=1e-3, weight_decay=0.0,
+             photo_fit="squash", image_size=227),
         kind="as written", reference="the cats-vs-dogs post",
-        differences=(PHOTOS_128, HELD_OUT),
+        differences=(HELD_OUT,),
     ),
     RecipeEntry(
         "bn-catsdogs", "BatchNorm post, ours: cats vs dogs with flips",
-        "The cats-vs-dogs post's network with a smaller batch and its rate scaled to it, horizontal flips, "
-        "10 epochs. Needs your folder with cats/ and dogs/ (or train/ and test/) inside: --folder on the "
+        "The cats-vs-dogs post's network with a smaller batch and its rate scaled to it, random 227 crops of "
+        "256-px photos and horizontal flips, 10 epochs. Needs your folder with cats/ and dogs/ (or train/ and test/) inside: --folder on the "
         "command line, the sidebar's Image folder box here.",
         dict(variant="bn", dataset="folder", epochs=10, batch_size=32, optimizer="adam", lr=1e-4,
              weight_decay=0.0, flip=True),
@@ -237,25 +243,27 @@ ENTRIES: tuple[RecipeEntry, ...] = (
             Difference("horizontal flips", "a mirrored cat is still a cat: twice the photos for free, against "
                        "overfitting a few thousand photos"),
             Difference("10 epochs (the post: 30)", "a budget a lesson can wait for at 227 px on a CPU"),
-            PHOTOS_128, HELD_OUT,
+            PHOTOS_CROPPED, HELD_OUT,
         ),
     ),
     RecipeEntry(
         "torchvision-flowers-as-written", "Flowers-102 post, as written: 500 epochs at 224",
         "The Flowers-102 post: torchvision's AlexNet from scratch at 224, SGD 0.002 with momentum 0.9, no "
-        "weight decay, batch 256, horizontal flips and rotations of up to 30 degrees, 500 epochs.",
+        "weight decay, batch 256, RandomResizedCrop(224), horizontal flips and rotations of up to 30 degrees, "
+        "500 epochs.",
         dict(variant="torchvision", dataset="flowers102", epochs=500, batch_size=256, optimizer="sgd", lr=0.002,
-             momentum=0.9, weight_decay=0.0, flip=True, rotation=30.0),
+             momentum=0.9, weight_decay=0.0, flip=True, rotation=30.0, photo_fit="resized-crop"),
         kind="as written", reference="the Flowers-102 post",
-        differences=(FLOWERS_SPLIT, FLOWERS_64, FLOWERS_STATS, HELD_OUT),
+        differences=(FLOWERS_SPLIT, FLOWERS_256, NO_VFLIP, FLOWERS_STATS, HELD_OUT),
         reported=Reported(0.48, "48% test accuracy after 250 epochs"),
     ),
     RecipeEntry(
         "torchvision-flowers", "Flowers-102 post, ours: 30 epochs at 224",
         "torchvision's AlexNet on Flowers-102 at 224: SGD 0.002, momentum 0.9, weight decay 5e-4, batch 32, "
-        "rotation 10 degrees + 8-pixel crop + flip augmentation, 30 epochs. " + NOT_MEASURED.format("Flowers-102"),
+        "random 224 windows of 256-px photos, flips and rotations of up to 10 degrees, 30 epochs. "
+        + NOT_MEASURED.format("Flowers-102"),
         dict(variant="torchvision", dataset="flowers102", epochs=30, batch_size=32, optimizer="sgd", lr=0.002,
-             momentum=0.9, weight_decay=5e-4, flip=True, crop_padding=8, rotation=10.0),
+             momentum=0.9, weight_decay=5e-4, flip=True, rotation=10.0, photo_fit="crop"),
         reference="the Flowers-102 post",
         differences=(
             Difference("30 epochs and batch 32 (the post: 500 epochs, batch 256)",
@@ -263,11 +271,12 @@ ENTRIES: tuple[RecipeEntry, ...] = (
                        "times fewer epochs"),
             Difference("weight decay 5e-4 (the post: none)",
                        "the paper's own regulariser, for 57 million parameters learning from 1,836 photos"),
-            Difference("rotation up to 10 degrees and an 8-pixel padded crop (the post: 30 degrees, "
-                       "RandomResizedCrop)",
-                       "a 30-degree turn fills the corners of the small stored photos with black; the padded "
-                       "crop is this lab's shift augmentation until random crops of full photos exist"),
-            FLOWERS_SPLIT, FLOWERS_64, FLOWERS_STATS, HELD_OUT,
+            Difference("rotation up to 10 degrees and random 224x224 windows of each photo's centre 256x256 "
+                       "square, the centre window for evaluation (the post: 30 degrees, RandomResizedCrop(224) "
+                       "from the whole photo)",
+                       "a 30-degree turn fills the corners with black; the paper's fixed-size windows keep a "
+                       "flower at its real scale, where RandomResizedCrop may zoom into 8% of the photo"),
+            FLOWERS_SPLIT, NO_VFLIP, FLOWERS_STATS, HELD_OUT,
         ),
     ),
 )

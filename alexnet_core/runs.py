@@ -557,7 +557,7 @@ def evaluate_run(run_id: str, which: str = "best", runs_dir: str | os.PathLike |
         model = model.to(memory_format=torch.channels_last)
     result = evaluation.evaluate(
         model, dataset.test_x, dataset.test_y, mean=checkpoint["mean"], std=checkpoint["std"], device="cpu",
-        batch_size=max(64, 2 * config.batch_size), channels_last=channels_last,
+        batch_size=max(64, 2 * config.batch_size), channels_last=channels_last, window=config.windows[1],
     )
     info = {k: checkpoint.get(k) for k in ("epoch", "step", "best_val_acc", "best_epoch", "classes", "model_args", "path")}
     info["dataset"] = config.dataset

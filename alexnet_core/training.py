@@ -167,7 +167,8 @@ class _Trainer:
         self.val_x, self.val_y = self._for_evaluation(ds.train_x[val_idx]), ds.train_y[val_idx]
         self.test_x, self.test_y = self._for_evaluation(ds.test_x), ds.test_y
         self.model_args = builders.model_args(config, ds.num_classes)
-        self.batch_kwargs = builders.batch_kwargs(self.model_args, ds, self.device, self.channels_last)
+        self.batch_kwargs = builders.batch_kwargs(self.model_args, ds, self.device, self.channels_last,
+                                                  window=config.windows[1])
 
         seed_everything(config.seed)
         self.model = builders.model_on_device(config, self.model_args, self.device, self.channels_last)

@@ -135,7 +135,7 @@ def test_the_train_form_sections_hold_todays_widgets():
     main = [s.name for s in SETTINGS if s.section == "main"]
     more = [s.name for s in SETTINGS if s.section == "more"]
     assert main == ["epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "val_fraction"]
-    assert more == ["flip", "crop_padding", "rotation", "label_smoothing", "step_size", "gamma", "seed", "device",
+    assert more == ["flip", "crop_padding", "rotation", "photo_fit", "label_smoothing", "step_size", "gamma", "seed", "device",
                     "precision", "nproc_per_node", "compile"]
     assert get_setting("momentum").active_when == ("optimizer", ("sgd",))
     assert get_setting("gamma").active_when == get_setting("step_size").active_when == ("schedule", ("step",))
