@@ -111,6 +111,8 @@ class ProgressLine:
                 f"{event['steps_per_epoch']} steps per epoch, input {event['in_channels']}x{event['input_size']}"
                 f"x{event['input_size']}, {event['parameters']:,} parameters on {event['device']}"
             )
+            if event.get("storage"):  # photos: in memory or streamed from disk, and why
+                self._line(event["storage"])
         elif kind == "queued":
             self._line(f"queued: {event['ahead']} run(s) ahead; at most {event['limit']} train at once (ALEXNET_LAB_MAX_RUNS)")
         elif kind == "step":

@@ -13,9 +13,14 @@ Public API::
     list_datasets(), get_info(name) -> DatasetInfo
     availability(name, root=None, folder=None) -> (ok, where or how to get it)
     obtainable(name, root=None, folder=None) -> (here or downloadable, where or how to get it)
-    load_dataset(name, root=None, *, folder=None, download=None, cache=True, image_size=None, squash=False)
-        -> Dataset
+    load_dataset(name, root=None, *, folder=None, download=None, cache=True, image_size=None, squash=False,
+                 stream=None) -> Dataset
+    storage_plan(name, root=None, folder=None, image_size=None) -> (streamed, why) or None
     Dataset, DatasetInfo, DatasetUnavailable; PHOTO_DATASETS, PHOTO_SIZE, photo_bytes(name, n, size)
+
+Photos whose decoded size would not fit the memory available are streamed
+instead (``streaming``): their splits are ``streaming.LazyImages``, decoded a
+batch at a time, and ``Dataset.storage`` says which way a dataset is held and why.
 
 Where the files come from, in order: the data root in torchvision's layout
 (``root`` or ``ALEXNET_LAB_DATA``, default ``./data``); a known system archive
@@ -40,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet_core import datafiles, imagefiles, paths
+from alexnet_core import datafiles, imagefiles, paths, streaming
 from alexnet_core.runfiles import torch_load_reason
 
 # Bump when the cached payload or any decoding choice changes: old cache files
@@ -55,6 +60,7 @@ CACHE_VERSION = 1
 # 4.6 GiB. A run may store them smaller (TrainConfig.image_size).
 PHOTO_DATASETS = ("flowers102", "folder")
 PHOTO_SIZE = 256
+FLOWERS_IMAGES = 8_189
 FLOWERS_IMAGE_SIZE = FOLDER_IMAGE_SIZE = PHOTO_SIZE
 
 _DOWNLOAD_ERRORS = (OSError, RuntimeError, ValueError, EOFError, tarfile.TarError)
@@ -84,9 +90,10 @@ class DatasetInfo:
 class Dataset:
     """Train and test splits as in-memory uint8 tensors on the CPU.
 
-    ``train_x``/``test_x`` are uint8 ``(N, C, H, W)``; ``train_y``/``test_y``
+    ``train_x``/``test_x`` are uint8 ``(N, C, H, W)`` (``streaming.LazyImages``, indexed
+    the same way, for photos streamed from disk); ``train_y``/``test_y``
     int64 ``(N,)``; ``mean``/``std`` are per channel on the [0, 1] scale,
-    computed from ``train_x`` only.
+    computed from ``train_x`` only. ``storage``: how the images are held, and why.
     """
 
     name: str
@@ -98,6 +105,12 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str
+    storage: str = ""
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are decoded from their files a batch at a time."""
+        return isinstance(self.train_x, streaming.LazyImages)
 
     @property
     def channels(self) -> int:
@@ -122,60 +135,22 @@ class Dataset:
 _INFOS = {
     info.name: info
     for info in (
-        DatasetInfo(
-            "digits",
-            "Digits (8x8)",
-            "1,797 handwritten digits, 8x8 grayscale, bundled with scikit-learn.",
-            1,
-            8,
-            10,
-            "Always available: it ships with scikit-learn.",
-        ),
-        DatasetInfo(
-            "mnist",
-            "MNIST",
-            "70,000 handwritten digits, 28x28 grayscale.",
-            1,
-            28,
-            10,
-            "Put the four idx files (gunzipped) in <data root>/MNIST/raw/.",
-        ),
-        DatasetInfo(
-            "fashion-mnist",
-            "Fashion-MNIST",
-            "70,000 photos of clothes in 10 classes, 28x28 grayscale.",
-            1,
-            28,
-            10,
-            "apt-get install dataset-fashion-mnist, or put the four idx files in <data root>/FashionMNIST/raw/.",
-        ),
-        DatasetInfo(
-            "cifar10",
-            "CIFAR-10",
-            "60,000 colour photos in 10 classes, 32x32.",
-            3,
-            32,
-            10,
-            "Extract cifar-10-python.tar.gz into <data root> (it makes cifar-10-batches-py/).",
-        ),
-        DatasetInfo(
-            "flowers102",
-            "Flowers-102",
-            f"8,189 flower photos in 102 classes, stored at {PHOTO_SIZE}x{PHOTO_SIZE} (the centre of each).",
-            3,
-            FLOWERS_IMAGE_SIZE,
-            102,
-            "Put jpg/ (from 102flowers.tgz), imagelabels.mat and setid.mat in <data root>/flowers-102/.",
-        ),
-        DatasetInfo(
-            "folder",
-            "Image folder",
-            "Your own photos: one subfolder per class, optionally under train/ and test/.",
-            3,
-            FOLDER_IMAGE_SIZE,
-            None,
-            "Copy the folder inside the data root (ALEXNET_LAB_DATA, default ./data).",
-        ),
+        DatasetInfo("digits", "Digits (8x8)", "1,797 handwritten digits, 8x8 grayscale, bundled with scikit-learn.",
+                    1, 8, 10, "Always available: it ships with scikit-learn."),
+        DatasetInfo("mnist", "MNIST", "70,000 handwritten digits, 28x28 grayscale.", 1, 28, 10,
+                    "Put the four idx files (gunzipped) in <data root>/MNIST/raw/."),
+        DatasetInfo("fashion-mnist", "Fashion-MNIST", "70,000 photos of clothes in 10 classes, 28x28 grayscale.",
+                    1, 28, 10, "apt-get install dataset-fashion-mnist, or put the four idx files in "
+                    "<data root>/FashionMNIST/raw/."),
+        DatasetInfo("cifar10", "CIFAR-10", "60,000 colour photos in 10 classes, 32x32.", 3, 32, 10,
+                    "Extract cifar-10-python.tar.gz into <data root> (it makes cifar-10-batches-py/)."),
+        DatasetInfo("flowers102", "Flowers-102",
+                    f"8,189 flower photos in 102 classes, stored at {PHOTO_SIZE}x{PHOTO_SIZE} (the centre of each).",
+                    3, PHOTO_SIZE, 102,
+                    "Put jpg/ (from 102flowers.tgz), imagelabels.mat and setid.mat in <data root>/flowers-102/."),
+        DatasetInfo("folder", "Image folder",
+                    "Your own photos: one subfolder per class, optionally under train/ and test/.", 3, PHOTO_SIZE,
+                    None, "Copy the folder inside the data root (ALEXNET_LAB_DATA, default ./data)."),
     )
 }
 
@@ -255,6 +230,7 @@ def load_dataset(
     cache: bool = True,
     image_size: int | None = None,
     squash: bool = False,
+    stream: bool | None = None,
 ) -> Dataset:
     """Load a registered dataset into in-memory uint8 tensors.
 
@@ -270,6 +246,8 @@ def load_dataset(
             ``folder``; default PHOTO_SIZE); the others have one native size.
         squash: photos are resized whole to the square, their aspect ratio lost, instead
             of keeping their centre square (photo datasets only).
+        stream: photo datasets only: True decodes them a batch at a time (``streaming``), False
+            in memory; None streams those whose decoded size would not fit (``streaming.plan``).
 
     Raises:
         ValueError: unknown name, or bad input (folder outside the data root, no
@@ -290,11 +268,25 @@ def load_dataset(
         return _cached(name, identity, identity, data_root, cache, _load_digits)
     if name == "folder":
         path = _resolve_folder(folder, data_root)
+        files = imagefiles.folder_files(path, data_root)
+        streamed, storage = streaming.plan(len(files[1]) + len(files[3]), size, stream=stream)
+        if streamed:
+            classes, train_files, train_y, test_files, test_y, source = files
+            lazy = lambda f: streaming.LazyImages(f, size, squash, data_root)  # noqa: E731
+            return _make("folder", classes, lazy(train_files), train_y, lazy(test_files), test_y, source, storage)
         identity = _stamp([str(path), size] + (["squash"] if squash else []))
-        return _cached(
+        ds = _cached(
             name, identity, lambda: _stamp(imagefiles.listing(path, data_root)), data_root, cache,
             lambda: _make("folder", *imagefiles.read_folder(path, data_root, size, squash)),
         )
+        ds.storage = storage
+        return ds
+    if name == "flowers102":
+        streamed, storage = streaming.plan(FLOWERS_IMAGES, size, stream=stream)
+        if streamed:
+            ds = _load_torchvision(name, data_root, download, size, squash, streamed=True)
+            ds.storage = storage
+            return ds
 
     identity = _stamp([name, str(data_root), size] + (["squash"] if squash and name in PHOTO_DATASETS else []))
 
@@ -303,10 +295,30 @@ def load_dataset(
             return None
         return _stamp(imagefiles.listing(data_root / datafiles.SOURCES[name].folder))
 
-    return _cached(
+    ds = _cached(
         name, identity, files_stamp, data_root, cache,
         lambda: _load_torchvision(name, data_root, download, size, squash),
     )
+    if name in PHOTO_DATASETS:
+        ds.storage = storage
+    return ds
+
+
+def storage_plan(name: str, root: str | os.PathLike | None = None, folder: str | os.PathLike | None = None,
+                 image_size: int | None = None) -> tuple[bool, str] | None:
+    """Whether a run's photos would be streamed or held in memory, and why (``streaming.plan``),
+    from the number of photos, without decoding any; None for datasets that are not photos
+    or a folder that cannot be read (loading it says why)."""
+    if name not in PHOTO_DATASETS:
+        return None
+    size = image_size or PHOTO_SIZE
+    if name == "flowers102":
+        return streaming.plan(FLOWERS_IMAGES, size)
+    try:
+        files = imagefiles.folder_files(_resolve_folder(folder, paths.data_root(root)), paths.data_root(root))
+    except (ValueError, OSError, DatasetUnavailable):
+        return None
+    return streaming.plan(len(files[1]) + len(files[3]), size)
 
 
 def photo_bytes(name: str, n: int, size: int | None = None) -> int:
@@ -440,18 +452,27 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(means), tuple(stds)
 
 
-def _make(name, classes, train_x, train_y, test_x, test_y, source) -> Dataset:
-    mean, std = _channel_stats(train_x)
+def _make(name, classes, train_x, train_y, test_x, test_y, source, storage="") -> Dataset:
+    if isinstance(train_x, streaming.LazyImages):
+        # a seeded sample of the training photos, decoded once: all of them would not fit
+        count = min(len(train_x), streaming.STATS_SAMPLE)
+        sample = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:count].sort().values
+        mean, std = _channel_stats(train_x[sample])
+        source = f"{source}; mean and std from {count:,} of its {len(train_x):,} training photos"
+    else:
+        mean, std = _channel_stats(train_x)
+        train_x, test_x = train_x.contiguous(), test_x.contiguous()
     return Dataset(
         name=name,
         classes=[str(c) for c in classes],
-        train_x=train_x.contiguous(),
+        train_x=train_x,
         train_y=train_y.to(torch.int64),
-        test_x=test_x.contiguous(),
+        test_x=test_x,
         test_y=test_y.to(torch.int64),
         mean=mean,
         std=std,
         source=source,
+        storage=storage,
     )
 
 
@@ -473,14 +494,21 @@ def _load_digits() -> Dataset:
     )
 
 
-def _load_torchvision(name: str, data_root: Path, download: bool | None, size: int, squash: bool = False) -> Dataset:
+def _lazy_flowers(data_root: Path, download: bool, size: int, squash: bool) -> tuple:
+    classes, train_files, train_y, test_files, test_y, _ = imagefiles.flowers102_files(data_root, download)
+    lazy = lambda f: streaming.LazyImages(f, size, squash, None)  # noqa: E731
+    return classes, lazy(train_files), train_y, lazy(test_files), test_y
+
+
+def _load_torchvision(name: str, data_root: Path, download: bool | None, size: int, squash: bool = False,
+                      streamed: bool = False) -> Dataset:
     readers = {
         "mnist": lambda dl: imagefiles.read_mnist_like("MNIST", data_root, dl),
         "fashion-mnist": lambda dl: imagefiles.read_mnist_like("FashionMNIST", data_root, dl),
         "cifar10": lambda dl: imagefiles.read_cifar10(data_root, dl),
         "flowers102": lambda dl: imagefiles.read_flowers102(data_root, dl, size, squash),
     }
-    read = readers[name]
+    read = (lambda dl: _lazy_flowers(data_root, dl, size, squash)) if streamed else readers[name]
     title, folder = get_info(name).title, data_root / datafiles.SOURCES[name].folder
     source = str(folder)
     parts = _try_read(read, download=False)

@@ -5,6 +5,9 @@
     read_mnist_like(cls_name, data_root, download), read_cifar10(data_root, download),
     read_flowers102(data_root, download, size, squash=False), read_folder(path, data_root, size, squash=False)
         -> (classes, train_x, train_y, test_x, test_y[, source]): uint8 (N, C, H, W), int64 labels
+    flowers102_files(data_root, download), folder_files(path, data_root)
+        -> (classes, train_files, train_y, test_files, test_y, source): what the readers above decode
+    decode_files(files, size, root, squash) -> uint8 (N, 3, size, size), decoded on threads
     decode_image(path, size, root, squash=False) -> uint8 (size, size, 3): the centred square
         (or the whole photo squashed), resized
     listing(top, root=None) -> [(relative path, size, mtime_ns)]: what a cache stamp is made of
@@ -18,7 +21,6 @@ a sentence past MAX_LISTING_ENTRIES.
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
 from collections.abc import Callable
@@ -157,28 +159,25 @@ def read_cifar10(data_root: Path, download: bool):
 
 
 def read_flowers102(data_root: Path, download: bool, size: int, squash: bool = False):
+    classes, train_files, train_y, test_files, test_y, _ = flowers102_files(data_root, download)
+    return (classes, decode_files(train_files, size, None, squash), train_y,
+            decode_files(test_files, size, None, squash), test_y)
+
+
+def flowers102_files(data_root: Path, download: bool) -> tuple:
+    """Flowers-102's (classes, train files, train labels, test files, test labels, source), nothing decoded:
+    the official split, train and val (10 per class each) for training, test (6,149) held out."""
     from torchvision.datasets import Flowers102
 
-    loader = functools.partial(decode_image, size=size, root=None, squash=squash)
-    # the official split: train and val (10 per class each) for training, test (6,149) held out
-    splits = {s: Flowers102(str(data_root), split=s, download=download and s == "train", loader=loader)
+    # a loader that returns the path: torchvision lists the files and labels, nothing is opened
+    splits = {s: Flowers102(str(data_root), split=s, download=download and s == "train", loader=str)
               for s in ("train", "val", "test")}
 
-    def decode(ds) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.empty((len(ds), 3, size, size), dtype=torch.uint8)
-        y = torch.empty(len(ds), dtype=torch.int64)
+    def files(*names: str) -> tuple[list[str], torch.Tensor]:
+        pairs = [splits[n][i] for n in names for i in range(len(splits[n]))]
+        return [p for p, _ in pairs], torch.tensor([label for _, label in pairs], dtype=torch.int64)
 
-        def one(i: int) -> None:
-            image, label = ds[i]
-            x[i] = torch.from_numpy(image).permute(2, 0, 1)
-            y[i] = label
-
-        _parallel(one, range(len(ds)))
-        return x, y
-
-    train_x, train_y = zip(*(decode(splits[s]) for s in ("train", "val")))
-    test_x, test_y = decode(splits["test"])
-    return (list(Flowers102.classes), torch.cat(train_x), torch.cat(train_y), test_x, test_y)
+    return (list(Flowers102.classes), *files("train", "val"), *files("test"), str(data_root / "flowers-102"))
 
 
 def _parallel(fn: Callable[[int], None], items) -> None:
@@ -305,7 +304,8 @@ def _folder_samples(path: Path, data_root: Path, *, role: str) -> tuple[list[str
     return names, [p for p, _ in samples], [t for _, t in samples]
 
 
-def _decode_files(files: list[str], size: int, data_root: Path, squash: bool) -> torch.Tensor:
+def decode_files(files: list[str], size: int, data_root: Path | None, squash: bool) -> torch.Tensor:
+    """uint8 ``(N, 3, size, size)``: each file through :func:`decode_image`, on threads."""
     x = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
 
     def one(i: int) -> None:
@@ -331,7 +331,14 @@ def _split_per_class(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, 
 
 
 def read_folder(path: Path, data_root: Path, size: int, squash: bool = False) -> tuple:
-    """An image folder's (classes, train_x, train_y, test_x, test_y, source).
+    """An image folder's (classes, train_x, train_y, test_x, test_y, source) (see :func:`folder_files`)."""
+    classes, train_files, train_y, test_files, test_y, source = folder_files(path, data_root)
+    return (classes, decode_files(train_files, size, data_root, squash), train_y,
+            decode_files(test_files, size, data_root, squash), test_y, source)
+
+
+def folder_files(path: Path, data_root: Path) -> tuple:
+    """An image folder's (classes, train files, train labels, test files, test labels, source), nothing decoded.
 
     ``train/`` and ``test/`` (or ``val/``) subfolders are the splits; otherwise
     FOLDER_TEST_FRACTION of each class is held out, seeded.
@@ -351,9 +358,8 @@ def read_folder(path: Path, data_root: Path, size: int, squash: bool = False) ->
         remap = [classes.index(c) for c in test_classes]
         test_labels = [remap[t] for t in test_labels]
         return (
-            classes,
-            _decode_files(train_files, size, data_root, squash), torch.tensor(train_labels),
-            _decode_files(test_files, size, data_root, squash), torch.tensor(test_labels),
+            classes, train_files, torch.tensor(train_labels, dtype=torch.int64),
+            test_files, torch.tensor(test_labels, dtype=torch.int64),
             f"{paths.display(path)} (train/ and {test_dir.name}/)",
         )
 
@@ -367,10 +373,8 @@ def read_folder(path: Path, data_root: Path, size: int, squash: bool = False) ->
             "test on: each class needs at least 2 images (one to train on, one to test on), and 10 or more "
             "give a test accuracy worth reading. Add images, or add a test/ folder beside train/."
         )
-    x = _decode_files(files, size, data_root, squash)
     y = torch.from_numpy(labels_np.astype(np.int64))
-    train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
     return (
-        classes, x[train_idx], y[train_idx], x[test_idx], y[test_idx],
+        classes, [files[i] for i in train_idx], y[train_idx], [files[i] for i in test_idx], y[test_idx],
         f"{paths.display(split_dir)} ({round(FOLDER_TEST_FRACTION * 100)}% of each class held out, seed {FOLDER_SPLIT_SEED})",
     )

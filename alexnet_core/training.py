@@ -41,7 +41,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from alexnet_core import builders, insight, variants
+from alexnet_core import builders, insight, streaming, variants
 from alexnet_core.batches import prepare_batch
 from alexnet_core.checkpoints import (
     CHECKPOINT_FORMAT,
@@ -159,12 +159,14 @@ class _Trainer:
         self.steps_per_epoch = self.n_train // config.batch_size  # the ragged last batch is dropped
         self.total_steps = self.steps_per_epoch * config.epochs
 
-        # Small datasets live on the device as uint8; batches are made there.
+        # Small datasets live on the device as uint8; batches are made there. Photos too
+        # big for memory stay files (streaming.LazyImages), decoded by DataLoader workers.
         ds = self.dataset
-        self.train_x = ds.train_x.to(self.device)
+        self.train_x = ds.train_x if ds.streamed else ds.train_x.to(self.device)
         self.train_y = ds.train_y.to(self.device)
         self.train_idx = train_idx.to(self.device)
-        self.val_x, self.val_y = self._for_evaluation(ds.train_x[val_idx]), ds.train_y[val_idx]
+        val_x = ds.train_x.subset(val_idx) if ds.streamed else ds.train_x[val_idx]
+        self.val_x, self.val_y = self._for_evaluation(val_x), ds.train_y[val_idx]
         self.test_x, self.test_y = self._for_evaluation(ds.test_x), ds.test_y
         self.model_args = builders.model_args(config, ds.num_classes)
         self.batch_kwargs = builders.batch_kwargs(self.model_args, ds, self.device, self.channels_last,
@@ -193,7 +195,7 @@ class _Trainer:
     def _for_evaluation(self, x: torch.Tensor) -> torch.Tensor:
         """Images rank 0 evaluates every epoch: on a GPU, kept there when they take under a
         quarter of its free memory (no copy per batch); elsewhere as they are."""
-        if not self.main or self.device.type != "cuda":
+        if not self.main or self.device.type != "cuda" or self.dataset.streamed:
             return x
         free, _ = torch.cuda.mem_get_info(self.device)
         return x.to(self.device) if x.numel() * x.element_size() < free / 4 else x
@@ -317,13 +319,18 @@ class _Trainer:
         self.epoch_start = time.perf_counter()
         self.train_time_before = self.sums["train_time"]
         B = config.batch_size
+        streamed = None
+        if self.dataset.streamed:
+            shards = [self.group.shard(order[b * B: (b + 1) * B]) for b in range(self.batch, self.steps_per_epoch)]
+            streamed = streaming.epoch_batches(self.train_x, shards)
         while self.batch < self.steps_per_epoch:
             (stop,) = self.group.decide(self.main and self._stop_requested())
             if stop:
                 self._sync()
                 raise _StopRequested
             idx = self.group.shard(order[self.batch * B : (self.batch + 1) * B])
-            xb = prepare_batch(self.train_x[idx], augment=augment, generator=self.augment_gen, **self.batch_kwargs)
+            images = next(streamed) if streamed is not None else self.train_x[idx]
+            xb = prepare_batch(images, augment=augment, generator=self.augment_gen, **self.batch_kwargs)
             yb = self.train_y[idx]
             logits, loss = self.engine.step(self.module, self.optimizer, self.criterion, xb, yb)
             if self.scheduler is not None:
@@ -498,6 +505,7 @@ class _Trainer:
                 "input_size": self.model_args["input_size"], "in_channels": self.model_args["in_channels"],
                 "num_classes": self.model_args["num_classes"], "channels_last": self.channels_last,
                 "parameters": sum(p.numel() for p in self.model.parameters()),
+                "storage": self.dataset.storage,
             }
             if self.resume:
                 self.emit({"type": "resume", "epoch": self.epoch, "batch": self.batch, **info})

@@ -248,7 +248,10 @@ def settings_ui(sel: choice.Selection, busy: bool) -> None:
                      format_func=lambda what: describe(what, ours if what == RECIPES_CHOICE else theirs))
         variant, dataset, size = trained_choice(recipe)
         st.markdown(f"Trains **{variant}** on **{dataset}** at **{size}x{size}**.")
-        normalisation_ui(config_from_state(recipe_name))
+        chosen = config_from_state(recipe_name)
+        if held := datasets.storage_plan(chosen.dataset, chosen.data_root, chosen.folder, chosen.image_size):
+            st.caption(f":material/memory: {md(held[1])}")  # photos: in memory or streamed, and why
+        normalisation_ui(chosen)
     config = form_ui(recipe, sel)
     can_launch = estimate_ui(config, busy=busy)
     if refusal := classroom.launch_refusal():  # one person's share of the single training slot

@@ -3,14 +3,17 @@ random windows in training and the centre one in evaluation, squashed where a po
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from alexnet_core import batches, datasets, runs
+from alexnet_core import batches, datasets, predict, runs, streaming
+from alexnet_core.__main__ import main
 from alexnet_core.config import ConfigError, TrainConfig, get_recipe
-from tests.fixtures import tiny_config
+from tests.fixtures import tiny_config, write_flowers102
 
 
 def striped(path, size=(40, 20)):
@@ -165,3 +168,89 @@ def test_a_run_trains_on_random_windows_and_is_tested_on_the_centre(lab_data_roo
     # evaluating the checkpoint again takes the same centre windows: the same accuracy
     evaluated, _ = runs.evaluate_run(run_id, "best", tmp_path / "runs")
     assert evaluated.accuracy == pytest.approx(result["test_acc"])
+
+
+# ----------------------------------------------------------------- streaming
+
+
+def test_the_plan_says_which_path_and_why():
+    streamed, why = streaming.plan(25_000, 256, available_mb=8 * 1024)
+    assert streamed and why.startswith("Streamed from disk") and "4.6 GiB" in why and "8.0 GiB available" in why
+    in_memory, why = streaming.plan(8_189, 256, available_mb=16 * 1024)
+    assert not in_memory and why.startswith("In memory") and "1.5 GiB" in why
+    assert streaming.plan(10, 256, stream=True)[0] and not streaming.plan(10, 256, stream=False)[0]
+    assert datasets.storage_plan("digits") is None
+
+
+@pytest.fixture
+def pets(lab_data_root):
+    for name, colour in (("cats", (230, 40, 40)), ("dogs", (40, 40, 230))):
+        (lab_data_root / "pets" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (48, 36), tuple(c + 2 * i for c in colour)).save(
+                lab_data_root / "pets" / name / f"{i:03d}.png")
+    return lab_data_root / "pets"
+
+
+def test_a_streamed_folder_reads_as_the_same_images(pets, monkeypatch):
+    held = datasets.load_dataset("folder", folder="pets", image_size=40)
+    assert not held.streamed and held.storage.startswith("In memory")
+    monkeypatch.setattr(streaming, "available_memory_mb", lambda: 0.01)  # 10 kB: streamed
+    assert datasets.storage_plan("folder", folder="pets", image_size=40)[0]
+    lazy = datasets.load_dataset("folder", folder="pets", image_size=40)
+    assert lazy.streamed and lazy.storage.startswith("Streamed from disk") and lazy.image_size == 40
+    assert isinstance(lazy.train_x, streaming.LazyImages) and len(lazy.train_x) == len(held.train_x)
+    assert torch.equal(lazy.train_x[3], held.train_x[3])
+    assert torch.equal(lazy.test_x[1:3], held.test_x[1:3])
+    assert torch.equal(lazy.train_x.subset(torch.tensor([4, 0]))[0:2], held.train_x[[4, 0]])
+    assert lazy.mean == pytest.approx(held.mean) and lazy.std == pytest.approx(held.std)
+    # a streamed run's predictions are shown over the same test images as an in-memory one's
+    assert predict.test_fingerprint(lazy) == predict.test_fingerprint(held)
+    batches_ = list(streaming.epoch_batches(lazy.train_x, [torch.tensor([5, 1]), torch.tensor([2, 7])], workers=2))
+    assert torch.equal(batches_[1], held.train_x[[2, 7]])
+
+
+def test_a_streamed_run_trains_as_the_in_memory_one_does(pets, tmp_path, monkeypatch, capsys):
+    config = tiny_config(variant="cifar", input_size=32, dataset="folder", folder="pets", image_size=40,
+                         batch_size=4, val_fraction=0.2, flip=True)
+    results = {}
+    for way in ("in memory", "streamed"):
+        if way == "streamed":
+            monkeypatch.setattr(streaming, "available_memory_mb", lambda: 0.01)  # 10 kB: streamed
+        run_id = runs.create_run(config, tmp_path / way)
+        results[way] = runs.run_worker(runs.run_path(run_id, tmp_path / way))
+        assert results[way]["state"] == "finished", results[way]
+        lines = (runs.run_path(run_id, tmp_path / way) / "metrics.jsonl").read_text().splitlines()
+        start = json.loads(lines[0])
+        assert start["storage"].startswith("Streamed from disk" if way == "streamed" else "In memory")
+    # the same batches in the same order, the same windows and flips: the same run
+    assert results["streamed"]["test_acc"] == results["in memory"]["test_acc"]
+    assert results["streamed"]["best_val_acc"] == results["in memory"]["best_val_acc"]
+    code = main(["train", "--variant", "cifar", "--dataset", "folder", "--folder", "pets", "--image-size", "40",
+                 "--epochs", "1", "--batch-size", "4", "--threads", "1", "--runs-dir", str(tmp_path / "cli")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Streamed from disk" in out and "DataLoader workers" in out
+
+
+def test_flowers_stream_from_torchvisions_layout(lab_data_root, no_md5_check):
+    write_flowers102(lab_data_root)
+    held = datasets.load_dataset("flowers102", download=False, image_size=16)
+    lazy = datasets.load_dataset("flowers102", download=False, image_size=16, stream=True)
+    assert lazy.streamed and not held.streamed and lazy.storage.startswith("Streamed from disk, as asked")
+    assert torch.equal(lazy.train_y, held.train_y) and torch.equal(lazy.test_x[0:len(held.test_y)], held.test_x)
+    assert predict.test_fingerprint(lazy) == predict.test_fingerprint(held)
+
+
+def test_the_train_page_says_whether_photos_are_held_in_memory_or_streamed(ui_lab, pets, monkeypatch):
+    from tests.test_pages import open_page
+
+    at = open_page("train", dataset="folder", folder="pets")
+    at.radio(key="quick:what").set_value("sidebar").run()
+    assert not at.exception
+    said = [c.value.replace("\\", "") for c in at.caption if "photos at 256x256" in c.value]
+    assert len(said) == 1 and "In memory: 20 photos at 256x256 take 3.8 MiB decoded" in said[0], said
+    monkeypatch.setattr(streaming, "available_memory_mb", lambda: 0.01)
+    at.run()
+    said = [c.value.replace("\\", "") for c in at.caption if "photos at 256x256" in c.value]
+    assert len(said) == 1 and "Streamed from disk" in said[0] and "DataLoader workers" in said[0], said
