@@ -22,8 +22,7 @@ from alexnet_core.config import ConfigError, TrainConfig, split_sizes
 def load_data(config: TrainConfig) -> "datasets.Dataset":
     """The config's dataset (never downloads a second time); a problem raises ``ConfigError``."""
     try:
-        return datasets.load_dataset(config.dataset, config.data_root, folder=config.folder,
-                                     image_size=config.image_size if config.is_photo else None, squash=config.squash)
+        return datasets.load_dataset(config.dataset, config.data_root, folder=config.folder, **config.stored_photos)
     except datasets.DatasetUnavailable as exc:
         raise ConfigError(f"Dataset {config.dataset!r} is not available: {exc}") from None
     except ValueError as exc:  # a folder with no images, one class, an unreadable file...

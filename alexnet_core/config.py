@@ -372,6 +372,11 @@ class TrainConfig:
         """Whether photos are stored squashed whole (``photo_fit`` squash) rather than centre-cropped."""
         return self.is_photo and PHOTO_FITS[self.photo_fit][0]
 
+    @property
+    def stored_photos(self) -> dict:
+        """``datasets.load_dataset``'s arguments that store the photos as this run does."""
+        return {"image_size": self.image_size if self.is_photo else None, "squash": self.squash}
+
     # -- validation ----------------------------------------------------------
 
     def check_fields(self) -> "TrainConfig":

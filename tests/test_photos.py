@@ -254,3 +254,17 @@ def test_the_train_page_says_whether_photos_are_held_in_memory_or_streamed(ui_la
     at.run()
     said = [c.value.replace("\\", "") for c in at.caption if "photos at 256x256" in c.value]
     assert len(said) == 1 and "Streamed from disk" in said[0] and "DataLoader workers" in said[0], said
+
+
+def test_a_runs_pages_load_its_photos_as_it_stored_them(ui_lab, pets):
+    """Predictions loaded the folder at the default 256 px, centre-cropped, and refused a run that
+    squashed its photos to 40 px as 'not the images this run was tested on'."""
+    from tests.test_pages import no_errors, open_page
+
+    config = tiny_config(variant="cifar", input_size=32, dataset="folder", folder="pets", image_size=40,
+                         photo_fit="squash", batch_size=4, val_fraction=0.2)
+    run_id = runs.create_run(config)
+    assert runs.run_worker(runs.run_path(run_id))["state"] == "finished"
+    for page in ("predictions",):
+        at = open_page(page, run=run_id)
+        no_errors(at)

@@ -19,20 +19,24 @@ from ui.formatting import error_ui
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _load_dataset(name: str, root: str | None, folder: str | None) -> datasets.Dataset:
-    return datasets.load_dataset(name, root, folder=folder, download=False)
+def _load_dataset(name: str, root: str | None, folder: str | None, image_size: int | None = None,
+                  squash: bool = False) -> datasets.Dataset:
+    return datasets.load_dataset(name, root, folder=folder, download=False, image_size=image_size, squash=squash)
 
 
-def load_dataset(name: str, root: str | None = None, folder: str | None = None) -> datasets.Dataset:
-    """A dataset, loaded once for every session (a spinner if that takes a while)."""
+def load_dataset(name: str, root: str | None = None, folder: str | None = None, image_size: int | None = None,
+                 squash: bool = False) -> datasets.Dataset:
+    """A dataset, loaded once for every session (a spinner if that takes a while); a run's photos
+    as it stored them with ``**config.stored_photos``."""
     with st.spinner("Loading the dataset…"):
-        return _load_dataset(name, root, folder)
+        return _load_dataset(name, root, folder, image_size, squash)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def test_fingerprint(name: str, root: str | None = None, folder: str | None = None) -> str:
+def test_fingerprint(name: str, root: str | None = None, folder: str | None = None, image_size: int | None = None,
+                     squash: bool = False) -> str:
     """predict.test_fingerprint of the dataset ``load_dataset`` gives for the same arguments."""
-    return predict.test_fingerprint(load_dataset(name, root, folder))
+    return predict.test_fingerprint(load_dataset(name, root, folder, image_size, squash))
 
 
 def model_io(sel: Selection) -> tuple[int, int]:
@@ -237,7 +241,7 @@ def estimate(config: TrainConfig) -> float:
     key = estimate_key(config)
     seconds = _fresh(known.get(key))
     if seconds is None:
-        dataset = load_dataset(config.dataset, config.data_root, config.folder)
+        dataset = load_dataset(config.dataset, config.data_root, config.folder, **config.stored_photos)
         timed = config.replace(batch_size=min(config.batch_size, ESTIMATE_BATCH))
         seconds = training.estimate_epoch_seconds(timed, dataset=dataset)
         known.pop(key, None)  # re-inserted last: the oldest timings are the first dropped
