@@ -158,6 +158,23 @@ def test_an_old_run_shows_its_start_and_last_filters_in_a_sentence(two_epochs, u
     assert image_captions(at)[:2] == ["at the start (rebuilt from its seed)", "its last weights (last.pt)"]
 
 
+def test_a_three_channel_net_on_grey_digits_after_one_epoch(ui_lab):
+    """The cifar net (3 channels, 3x3 filters) on 1-channel digits: grey filters, every tab
+    draws, and what flipped says it needs a second epoch."""
+    run_id = runs.launch(tiny_config(variant="cifar", input_size=16, batch_size=128))
+    assert runs.wait(run_id, timeout=240)["state"] == "finished"
+    at = open_learned(run=run_id)
+    no_errors(at)
+    assert "grey" in text(at) and "conv1 after epoch 1" in image_captions(at)
+    at = rerun_until(choose_tab(at, "Closest training images"), "closest training images in the last hidden layer")
+    assert "4,096 values each" in text(at)
+    at = choose_tab(at, "Where it looked")
+    no_errors(at)
+    at = choose_tab(at, "What flipped")
+    no_errors(at)
+    assert "what flipped needs two" in text(at)
+
+
 def test_no_runs_says_where_to_start(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_LAB_RUNS", str(tmp_path / "runs"))
     at = open_learned()
