@@ -435,13 +435,18 @@ def _version(dist: str) -> str:
 # ------------------------------------------------------------ the datasets
 
 
+def _histograms(x: torch.Tensor) -> torch.Tensor:
+    """(C, 256) float64 counts of each level per channel: exact, and never a float copy of ``x``."""
+    return torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])]).double()
+
+
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean and (population) std of uint8 images, on the [0, 1] scale."""
+    """Exact per-channel mean and (population) std of uint8 images (or of their ``_histograms``),
+    on the [0, 1] scale."""
     levels = torch.arange(256, dtype=torch.float64)
+    hists = x if x.dtype == torch.float64 else _histograms(x)
     means, stds = [], []
-    for c in range(x.shape[1]):
-        # a 256-bin histogram is exact and never materialises a float copy
-        hist = torch.bincount(x[:, c].reshape(-1), minlength=256).to(torch.float64)
+    for hist in hists:
         n = hist.sum()
         mean = (hist * levels).sum() / n
         var = (hist * levels.square()).sum() / n - mean.square()
@@ -457,7 +462,10 @@ def _make(name, classes, train_x, train_y, test_x, test_y, source, storage="") -
         # a seeded sample of the training photos, decoded once: all of them would not fit
         count = min(len(train_x), streaming.STATS_SAMPLE)
         sample = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:count].sort().values
-        mean, std = _channel_stats(train_x[sample])
+        # chunk by chunk: the sample's histograms, never the sample decoded whole
+        hists = sum((_histograms(train_x[sample[i: i + 256]]) for i in range(0, count, 256)),
+                    torch.zeros((3, 256), dtype=torch.float64))
+        mean, std = _channel_stats(hists)
         source = f"{source}; mean and std from {count:,} of its {len(train_x):,} training photos"
     else:
         mean, std = _channel_stats(train_x)
