@@ -162,7 +162,7 @@ class _Trainer:
         # Small datasets live on the device as uint8; batches are made there. Photos too
         # big for memory stay files (streaming.LazyImages), decoded by DataLoader workers.
         ds = self.dataset
-        self.train_x = ds.train_x if ds.streamed else ds.train_x.to(self.device)
+        self.train_x = ds.train_x if ds.streamed else self._on_device(ds.train_x, 1 / 2)
         self.train_y = ds.train_y.to(self.device)
         self.train_idx = train_idx.to(self.device)
         val_x = ds.train_x.subset(val_idx) if ds.streamed else ds.train_x[val_idx]
@@ -192,13 +192,19 @@ class _Trainer:
             self.resumed_from = self.epoch
             self.writer.written = f"last.pt, epoch {self.epoch}"
 
+    def _on_device(self, x: torch.Tensor, share: float) -> torch.Tensor:
+        """``x`` on the device; on a GPU only when it takes under ``share`` of its free memory (256-px
+        photos can outgrow a GPU before the RAM), else as it is: each batch is copied over."""
+        if self.device.type == "cuda" and x.numel() * x.element_size() >= share * torch.cuda.mem_get_info(self.device)[0]:
+            return x
+        return x.to(self.device)
+
     def _for_evaluation(self, x: torch.Tensor) -> torch.Tensor:
         """Images rank 0 evaluates every epoch: on a GPU, kept there when they take under a
         quarter of its free memory (no copy per batch); elsewhere as they are."""
         if not self.main or self.device.type != "cuda" or self.dataset.streamed:
             return x
-        free, _ = torch.cuda.mem_get_info(self.device)
-        return x.to(self.device) if x.numel() * x.element_size() < free / 4 else x
+        return self._on_device(x, 1 / 4)
 
     def _restore(self, checkpoint: dict) -> None:
         self.model.load_state_dict(checkpoint["model"])
@@ -329,7 +335,7 @@ class _Trainer:
                 self._sync()
                 raise _StopRequested
             idx = self.group.shard(order[self.batch * B : (self.batch + 1) * B])
-            images = next(streamed) if streamed is not None else self.train_x[idx]
+            images = next(streamed) if streamed is not None else self.train_x[idx.to(self.train_x.device)]
             xb = prepare_batch(images, augment=augment, generator=self.augment_gen, **self.batch_kwargs)
             yb = self.train_y[idx]
             logits, loss = self.engine.step(self.module, self.optimizer, self.criterion, xb, yb)
