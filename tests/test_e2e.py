@@ -249,9 +249,9 @@ def test_a_deep_link_opened_first_after_a_start_gets_the_frame(tmp_path, page):
             settle(pg)
             expect(pg.get_by_role("heading", name="AlexNet for 32x32 (CIFAR)")).to_be_visible()
             nav_links = pg.locator("[data-testid=stSidebarNav] a")
-            expect(nav_links).to_have_count(5)
+            expect(nav_links).to_have_count(6)
             labels = [text.split("\n")[-1] for text in nav_links.all_inner_texts()]  # after each icon's name
-            assert labels == ["Home", "Model", "Train", "Predictions", "Runs"], labels
+            assert labels == ["Home", "Model", "Train", "Predictions", "What it learned", "Runs"], labels
             expect(pg.locator("[data-testid=stSidebar]").get_by_text("Your choice")).to_be_visible()
             expect(pg.locator("[data-testid=stSidebar]")).to_contain_text("AlexNet for 32x32 (CIFAR):")  # the link's variant
             no_exception(pg)
