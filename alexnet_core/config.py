@@ -265,8 +265,8 @@ class TrainConfig:
              "the whole photo to a square, its aspect ratio lost.")
     image_size: int | None = setting_field(
         None, label="Stored photo size", minimum=8, maximum=MAX_INPUT_SIZE,
-        help="The side in pixels photos (flowers102, folder) are kept at in memory; empty: 256, the 2012 "
-             "paper's. Larger than the input leaves room for random crops.")
+        help="The side in pixels photos (flowers102, folder) are decoded at (their centre square, or the whole "
+             "photo squashed); empty: 256, the 2012 paper's. Larger than the input leaves room for random crops.")
     label_smoothing: float = setting_field(
         0.0, label="Label smoothing", minimum=0, maximum=1, max_exclusive=True, section="more", step=0.05,
         hint="0.1 is usual", help="The share of each target spread over the other classes, against overconfidence.")
