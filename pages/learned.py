@@ -18,7 +18,7 @@ import torch
 
 from alexnet_core import insight, predict, runs
 from ui import cached, choice
-from ui.charts import COLOURS, labels, styled
+from ui.charts import labels, styled
 from ui.formatting import error_ui, format_duration, md
 
 TABS = ["Filters", "Closest training images", "Where it looked", "Map of the test set", "What flipped"]
@@ -28,6 +28,10 @@ COLUMNS = 6
 PER_PAGE = 24  # a page of tiles: its heatmaps come from one batched pass
 STRIP_FILTERS = 16
 GL_POINTS = 2000  # above this many points the map draws with WebGL: SVG slowed the browser
+# Ten distinct class colours (Tableau 10), none black: the misclassified crosses are. The
+# lab's eight theme colours gave two Fashion-MNIST classes the colours of two others.
+CLASS_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf"]
 
 
 # --------------------------------------------------------------------------- background work
@@ -261,11 +265,11 @@ def closest_ui(run_dir: Path, ds, ds_key: tuple, preds: pd.DataFrame, classes: l
 
 
 def looked_ui(run_id: str, run_dir: Path, preds: pd.DataFrame, ds, classes: list[str]) -> None:
-    c1, c2, c3, c4 = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
+    c1, c2, c3, c4 = st.columns([1, 1.1, 1.9, 1], vertical_alignment="bottom")
     show = c1.toggle("Grad-CAM", value=True, key="learned_cam",
                      help="A heatmap over each image: the last convolution's channels, weighted by how much "
                           "they raise the class's score (Grad-CAM). Red: most.")
-    only_wrong = c2.toggle("Wrong only", value=True, key="learned_wrong", help="Only the misclassified test images.")
+    only_wrong = c2.toggle("Wrong only", value=True, key="learned_wrong")
     target = c3.radio("Heatmap for", ["the class it said", "the true class"], horizontal=True, key="learned_target",
                       disabled=not show, help="On a misclassified image: where it saw its wrong answer, or where "
                                              "it looked for the right one.")
@@ -334,13 +338,13 @@ def map_figure(points: pd.DataFrame, classes: list[str]) -> go.Figure:
         part = points[points["label"] == c]
         fig.add_trace(scatter(
             x=part["x"], y=part["y"], mode="markers", name=names[int(c)], customdata=part["index"],
-            marker={"size": 6, "color": COLOURS[int(c) % len(COLOURS)], "opacity": 0.75},
+            marker={"size": 6, "color": CLASS_COLOURS[int(c) % len(CLASS_COLOURS)], "opacity": 0.75},
             text=[f"#{i}: true {names[int(t)]}, said {names[int(p)]}" for i, t, p in zip(part["index"], part["label"], part["pred"])],
             hovertemplate="%{text}<extra></extra>",
         ))
     wrong = points[points["label"] != points["pred"]]
     fig.add_trace(scatter(x=wrong["x"], y=wrong["y"], mode="markers", name="misclassified", customdata=wrong["index"],
-                          marker={"symbol": "x-thin", "size": 7, "line": {"width": 1.5, "color": "#111111"}},
+                          marker={"symbol": "x-thin", "size": 6, "opacity": 0.8, "line": {"width": 1.2, "color": "#111111"}},
                           text=[f"#{i}: true {names[int(t)]}, said {names[int(p)]}" for i, t, p in
                                 zip(wrong["index"], wrong["label"], wrong["pred"])],
                           hovertemplate="%{text}<extra></extra>"))
