@@ -442,7 +442,7 @@ if not isinstance(image, int) or not 0 <= image < len(ds.test_y):
     st.session_state["learned_image"] = int(wrong.iloc[0]) if len(wrong) else 0
 
 filters_tab, closest_tab, looked_tab, map_tab, flipped_tab = st.tabs(TABS, key="learned_view", bind="query-params")
-ds_key = (config.dataset, config.data_root, config.folder)
+ds_key = (config.dataset, config.data_root, config.folder, *sorted(config.stored_photos.items()))
 if filters_tab.open:
     with filters_tab:
         filters_ui(run_id, run_dir, ds)
