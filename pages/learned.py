@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-import torch
 
 from alexnet_core import insight, predict, runs
 from ui import cached, choice
@@ -136,13 +135,6 @@ def features_ui(run_dir: Path, ds, ds_key: tuple) -> insight.Features | None:
             "in the run folder; every later lookup is instant.", icon=":material/hourglass_top:")
     progress_ui(key)
     return None
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _cams(run_id: str, stamp: tuple, indices: tuple, targets: tuple, _ds) -> np.ndarray:
-    model, _ = cached.run_model(run_id)
-    x = insight.model_input(model, _ds.test_x[list(indices)], mean=_ds.mean, std=_ds.std)
-    return insight.grad_cam(model, x, torch.tensor(targets))
 
 
 @st.cache_data(show_spinner="Placing the test images by PCA…", max_entries=8)
@@ -285,8 +277,7 @@ def looked_ui(run_id: str, run_dir: Path, preds: pd.DataFrame, ds, classes: list
     cams = None
     if show:
         try:
-            both = _cams(run_id, insight.checkpoint_stamp(run_dir), tuple(int(i) for i in rows["index"]),
-                         tuple((int(p), int(t)) for p, t in zip(rows["pred"], rows["label"])), ds)
+            both = cached.grad_cams(run_id, rows, ds)
         except Exception as exc:
             error_ui("The heatmaps could not be computed with this run's weights.", exc)
         else:

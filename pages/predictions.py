@@ -5,8 +5,9 @@ import math
 
 import pandas as pd
 import streamlit as st
+import torch
 
-from alexnet_core import anatomy, predict, runs
+from alexnet_core import anatomy, insight, predict, runs
 from ui import cached, choice
 from ui.charts import CONFUSION_CLASSES, bars_figure, confusion_classes, confusion_figure, labels
 from ui.formatting import error_ui, md
@@ -71,8 +72,12 @@ def large_tile_ui(image, row, classes: list[str]) -> None:
                 f"Loss {max(0.0, float(row.loss)):.2f}; test image #{int(row.index)} of this dataset.")
 
 
-def grid_ui(preds: pd.DataFrame, ds, classes: list[str]) -> None:
-    """Filters, a pager over every matching test image, and the tiles."""
+HEATMAPS = ["the class it said", "the true class"]
+
+
+def grid_ui(preds: pd.DataFrame, ds, classes: list[str], run_id: str, best_epoch: bool) -> None:
+    """Filters, a pager over every matching test image, and the tiles (with where the
+    network looked, when the shown epoch is the one whose weights were kept)."""
     options = [ANY, *range(len(classes))]
     label = lambda i: "any class" if i == ANY else f"{i}: {classes[i]}"  # noqa: E731
     c1, c2, c3, c4 = st.columns([2, 2, 0.9, 2.3], vertical_alignment="bottom")
@@ -98,22 +103,37 @@ def grid_ui(preds: pd.DataFrame, ds, classes: list[str]) -> None:
     pages = max(1, math.ceil(len(shown) / per_page))
     with pager:
         matching = st.empty()
+        heat = st.segmented_control(
+            "Where it looked", HEATMAPS, key="heat", label_visibility="collapsed", disabled=not best_epoch,
+            help="A Grad-CAM heatmap over each tile: where the last convolution found evidence for that class, "
+                 "with the run's best weights. " + ("" if best_epoch else "Choose the best epoch to see it."))
         # a page the filters no longer reach (from a link, say) falls back to the first;
         # a fixed width: sized to its content in a row, it showed page 1 of 2 with no 2
         page = st.pagination(pages, key="grid_page", max_visible_pages=5, width=300, **BOUND)
     first, last = (page - 1) * per_page, min(page * per_page, len(shown))
     matching.markdown(f"Images **{first + 1}–{last}** of **{len(shown):,}** matching", width="content")
     rows = list(shown.iloc[first:last].itertuples(index=False))
+    cams = None
+    if heat and best_epoch:
+        try:
+            cams = cached.grad_cams(run_id, shown.iloc[first:last], ds)[:, HEATMAPS.index(heat)]
+        except Exception as exc:
+            error_ui("The heatmaps could not be computed with this run's weights.", exc)
     columns = 8 if per_page == SQUARE_PAGE else GRID_COLUMNS
     for start in range(0, len(rows), columns):
-        for col, row in zip(tiles.columns(columns), rows[start: start + columns]):
+        for i, (col, row) in enumerate(zip(tiles.columns(columns), rows[start: start + columns]), start):
             ok = int(row.label) == int(row.pred)
             image = ds.test_x[int(row.index)]
-            col.image(predict.tile_image(image, ok, target=128), width="stretch")
+            col.image(predict.tile_image(image, ok, target=128) if cams is None else
+                      insight.heat_tile(image, cams[i], ok, target=128), width="stretch")
             col.markdown(tile_text(row, classes, ok), unsafe_allow_html=True)
             if col.button("Enlarge", key=f"large:{int(row.index)}", icon=":material/zoom_in:", type="tertiary",
                           help="This image large, pixel by pixel, with its labels."):
                 large_tile_ui(image, row, classes)
+            col.page_link(choice.LEARNED, label="Closest", icon=":material/travel_explore:",
+                          query_params={"run": run_id, "image": int(row.index)},
+                          help="The training images closest to this one in the last hidden layer: "
+                               "what the network thought it looked like.")
 
 
 def on_matrix_click() -> None:
@@ -206,6 +226,15 @@ def upload_ui(run_id: str, ds, config) -> None:
     a, b, c = st.columns([1, 1, 2], gap="large")
     a.image(image, caption=f"your picture ({image.width}x{image.height})", width="stretch")
     b.image(predict.tile_image(stored[0], None, target=192, border=2), caption="as the network sees it", width="stretch")
+    if b.toggle("Where it looked", key="upload_heat", help="A Grad-CAM heatmap: where the last convolution "
+                "found evidence for its best guess."):
+        try:
+            said = list(ds.classes).index(top["class"].iloc[0])
+            cam = insight.grad_cam(model, x, torch.tensor([said]))[0]
+            b.image(insight.heat_tile(stored[0], cam, None, target=192), width="stretch",
+                    caption=f"where it looked for {md(str(top['class'].iloc[0]))}")
+        except Exception as exc:
+            error_ui("The heatmap could not be computed.", exc)
     shown = top.assign(percent=top["probability"] * 100)[::-1]
     best = f"Best guess: {labels([top['class'].iloc[0]])[0]} ({100 * top['probability'].iloc[0]:.0f}%)"
     c.plotly_chart(bars_figure(shown, "percent", "class", best, "probability (%)", height=330),
@@ -284,7 +313,7 @@ pick[3].metric("Misclassified", f"{wrong:,}", help=f"{wrong:,} of the {len(preds
 images_tab, matrix_tab, upload_tab = st.tabs(TABS, key="pred_view", **BOUND)
 if images_tab.open:
     with images_tab:
-        grid_ui(preds, ds, classes)
+        grid_ui(preds, ds, classes, run_id, epoch == runs.status(run_id).get("best_epoch"))
 if matrix_tab.open:
     with matrix_tab:
         confusion_ui(preds, classes)

@@ -152,6 +152,8 @@ def test_journey_home_model_train_predictions_runs(running, server, page):
     expect(pg.get_by_text("as the network sees it")).to_be_visible()
     expect(pg.get_by_text("Best guess")).to_be_visible()
     expect(pg.get_by_text("conv1 after its ReLU (features.1): 32 channels")).to_be_visible()  # a student's names
+    pg.get_by_text("Where it looked").click()
+    expect(pg.get_by_text(re.compile(r"^where it looked for "))).to_be_visible()
     no_exception(pg)
     shot(pg, "05-upload")
 

@@ -94,6 +94,27 @@ def matching(at: AppTest) -> str:
     return next(m.value for m in at.markdown if "matching" in m.value)
 
 
+def test_the_grid_shows_where_the_network_looked_and_links_each_tile_to_its_closest_images(fashion_lab):
+    """Grad-CAM over each tile of the prediction grid, for the class it said or the true one,
+    at the epoch whose weights were kept; one click from a tile to its closest training images."""
+    _, run_id = fashion_lab
+    best = runs.status(run_id)["best_epoch"]
+    other = next(e for e in runs.prediction_epochs(run_id) if e != best)
+    at = open_predictions(epoch=str(other))
+    assert at.button_group(key="heat").proto.disabled  # not these weights' predictions
+    at = open_predictions(epoch=str(best))
+    plain = [img.value[0] for img in at.image]
+    links = [link for link in at.get("page_link") if link.proto.label == "Closest"]
+    first = runs.read_predictions(run_id, best).pipe(
+        lambda p: p[p["label"] != p["pred"]].sort_values("loss", ascending=False, kind="stable"))["index"].iloc[0]
+    assert len(links) == len(plain) and (links[0].proto.page, links[0].proto.query_string) == ("learned", f"run={run_id}&image={first}")
+    for heat in ("the class it said", "the true class"):
+        at.button_group(key="heat").set_value(heat).run()
+        no_errors(at)
+        drawn = [img.value[0] for img in at.image]
+        assert len(drawn) == len(plain) and drawn != plain, heat
+
+
 def test_64_per_page_is_drawn_as_an_8x8_grid(fashion_lab):
     """The write-ups show their predictions as an 8x8 grid of 64 tiles."""
     at = open_predictions(only_wrong="false", per_page="64")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from alexnet_core import anatomy, datasets, paths, predict, runs, training, variants
+from alexnet_core import anatomy, datasets, insight, paths, predict, runs, training, variants
 from alexnet_core.config import ConfigError, TrainConfig
 from ui.choice import Selection, defaults, session_id
 from ui.classroom import launch_refusal, owner_id
@@ -81,6 +81,22 @@ def _stamp(path: Path) -> float:
 def run_model(run_id: str, which: str = "best"):
     """A run's network and config; loaded again when its checkpoint file changes."""
     return _run_model(run_id, which, _stamp(runs.run_path(run_id) / f"{which}.pt"))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _grad_cams(run_id: str, stamp: float, indices: tuple, targets: tuple, _ds):
+    import torch
+
+    model, _ = run_model(run_id)
+    x = insight.model_input(model, _ds.test_x[list(indices)], mean=_ds.mean, std=_ds.std)
+    return insight.grad_cam(model, x, torch.tensor(targets))
+
+
+def grad_cams(run_id: str, rows: pd.DataFrame, ds):
+    """Grad-CAM maps of the test images in ``rows`` (index, pred, label) with the run's best
+    weights: (N, 2, h, w), for the class it said and the true class."""
+    return _grad_cams(run_id, _stamp(runs.run_path(run_id) / "best.pt"), tuple(int(i) for i in rows["index"]),
+                      tuple((int(p), int(t)) for p, t in zip(rows["pred"], rows["label"])), ds)
 
 
 @st.cache_data(show_spinner="Reading the predictions…", max_entries=16)
