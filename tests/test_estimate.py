@@ -71,7 +71,7 @@ def clock(monkeypatch):
     list of figures (the machine's speed as it changes)."""
     now = [1000.0]
     monkeypatch.setattr(cached, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
-    monkeypatch.setattr(cached, "load_dataset", lambda *args: None)
+    monkeypatch.setattr(cached, "load_dataset", lambda *args, **kwargs: None)
     cached._estimates.clear()
     yield now
     cached._estimates.clear()
