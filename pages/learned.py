@@ -393,12 +393,9 @@ def follow_link(n_test: int) -> None:
 st.title("What it learned")
 
 frame = cached.list_runs()
-ids = [rid for rid in choice.run_ids_newest_first(frame) if cached.has_predictions(rid)]
-if not ids:
-    st.info("No run has finished an epoch yet. Launch one on the Train page (the quick demo on Home takes "
-            "seconds), then come back to see what it learned.", icon=":material/lightbulb:")
-    st.page_link(choice.TRAIN, label="Go to Train", icon=":material/model_training:")
-    st.stop()
+ids = choice.runs_with_predictions_or_stop(
+    frame, cached.has_predictions, "No run has finished an epoch yet. Launch one on the Train page (the quick demo "
+    "on Home takes seconds), then come back to see what it learned.")
 
 run_id = choice.pick_run_ui(ids, frame)
 try:

@@ -257,12 +257,9 @@ head = st.columns([1, 1.5], vertical_alignment="bottom")
 head[0].title("Predictions")
 
 frame = cached.list_runs()
-ids = [rid for rid in choice.run_ids_newest_first(frame) if cached.has_predictions(rid)]
-if not ids:
-    st.info("No run has predictions yet: a run saves them at the end of every epoch. "
-            "Launch one on the Train page (the quick demo on Home takes seconds).", icon=":material/lightbulb:")
-    st.page_link(choice.TRAIN, label="Go to Train", icon=":material/model_training:")
-    st.stop()
+ids = choice.runs_with_predictions_or_stop(
+    frame, cached.has_predictions, "No run has predictions yet: a run saves them at the end of every epoch. "
+    "Launch one on the Train page (the quick demo on Home takes seconds).")
 
 pick = st.columns([2.3, 1, 1, 1.1], vertical_alignment="bottom")
 with pick[0]:

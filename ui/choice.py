@@ -187,6 +187,17 @@ def run_ids_newest_first(frame: pd.DataFrame) -> list[str]:
     return list(frame["id"])
 
 
+def runs_with_predictions_or_stop(frame: pd.DataFrame, has_predictions, why: str) -> list[str]:
+    """The runs that saved predictions, newest first; with none, ``why`` and a link to
+    Train, and the page stops there."""
+    ids = [rid for rid in run_ids_newest_first(frame) if has_predictions(rid)]
+    if not ids:
+        st.info(why, icon=":material/lightbulb:")
+        st.page_link(TRAIN, label="Go to Train", icon=":material/model_training:")
+        st.stop()
+    return ids
+
+
 def run_names(frame: pd.DataFrame) -> dict[str, str]:
     """Run id -> short readable name (``mnist · digits #3``)."""
     if frame.empty or "name" not in frame:
