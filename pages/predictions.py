@@ -283,7 +283,8 @@ except Exception as exc:
     error_ui(f"The test images of {config.dataset} are needed to show this run's predictions, "
              "and they could not be loaded.", exc)
     st.stop()
-recorded = runs.status(run_id).get("test_fingerprint")  # runs made before it was recorded have none
+status = runs.status(run_id)
+recorded = status.get("test_fingerprint")  # runs made before it was recorded have none
 if recorded and recorded != cached.test_fingerprint(config.dataset, config.data_root, config.folder,
                                                      **config.stored_photos):
     error_ui(f"The test images of {config.dataset} here are not the ones this run was tested on: the data "
@@ -310,7 +311,7 @@ pick[3].metric("Misclassified", f"{wrong:,}", help=f"{wrong:,} of the {len(preds
 images_tab, matrix_tab, upload_tab = st.tabs(TABS, key="pred_view", **BOUND)
 if images_tab.open:
     with images_tab:
-        grid_ui(preds, ds, classes, run_id, epoch == runs.status(run_id).get("best_epoch"))
+        grid_ui(preds, ds, classes, run_id, epoch == status.get("best_epoch"))
 if matrix_tab.open:
     with matrix_tab:
         confusion_ui(preds, classes)
