@@ -5,14 +5,15 @@ tests call the same functions. The modules, lower ones first (imports point
 down; none imports another in a circle):
 
     paths, device       folders; device choice, CPU threads, seeding
-    runfiles            torch-free run-folder primitives: atomic JSON, locks, status, metrics lines
+    runfiles            torch-free run-folder primitives: atomic JSON, locks, status, process checks
+    runlogs             torch-free: a run's metrics lines and per-epoch predictions files
     variants            the AlexNet family as data: one spec per named variant
     imagefiles          image files into uint8 tensors (torchvision formats, photos, folders)
     datafiles           where a torchvision dataset's files are: layout, system archives, checksums
     datasets            the dataset registry and loaders, cached
     batches             batched augmentation, resize and normalisation on the device
+    config              TrainConfig: each field declared once (Setting); validation
     recipes             each reference setup as written and ours: settings, differences, the posts' figures
-    config              TrainConfig: each field declared once (Setting); validation; the recipes as configs
     builders            what a config builds: dataset, model, optimizer, schedule, split
     evaluation          a model on a split, under no_grad
     checkpoints         state_dicts + config, written atomically, read weights_only

@@ -225,7 +225,7 @@ def cmd_summary(args) -> int:
 def cmd_recipes(args) -> int:
     import textwrap
 
-    from alexnet_core.config import get_recipe, list_recipes
+    from alexnet_core.recipes import get_recipe, list_recipes
 
     for name in list_recipes():
         recipe = get_recipe(name)
@@ -291,7 +291,8 @@ def config_from_args(args, settings=None, config_class=None):
 
     Not validated here: ``runs.create_run`` validates a launch.
     """
-    from alexnet_core.config import SETTINGS, TrainConfig, get_recipe, recipe_for
+    from alexnet_core.config import SETTINGS, TrainConfig
+    from alexnet_core.recipes import get_recipe, recipe_for
 
     settings = SETTINGS if settings is None else settings
     config_class = config_class or TrainConfig

@@ -8,9 +8,12 @@ The training loop and the epoch estimate build their parts here, the same way.
     batch_kwargs(model_args, dataset, device, channels_last, window) -> prepare_batch's (and evaluate's) arguments
     build_optimizer(config, model);  build_scheduler(config, optimizer, steps_per_epoch)
     split_indices(config, n) -> (train, validation);  epoch_order(config, train_idx, epoch)
+    place_data(dataset, train_idx, val_idx, device, evaluates) -> Placed   where each split's images live
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -97,3 +100,44 @@ def epoch_order(config: TrainConfig, train_idx: torch.Tensor, epoch: int) -> tor
     """The epoch's shuffled indices: a function of (seed, epoch) only, so a resume repeats it."""
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     return train_idx[torch.randperm(len(train_idx), generator=generator)]
+
+
+@dataclass
+class Placed:
+    """A run's splits where the loop reads them: ``train_idx`` indexes ``train_x``."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    train_idx: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def _on_device(x: torch.Tensor, device: torch.device, share: float) -> torch.Tensor:
+    """``x`` on the device; on a GPU only when it takes under ``share`` of its free memory (256-px
+    photos can outgrow a GPU before the RAM), else as it is: each batch is copied over."""
+    if device.type == "cuda" and x.numel() * x.element_size() >= share * torch.cuda.mem_get_info(device)[0]:
+        return x
+    return x.to(device)
+
+
+def place_data(ds: "datasets.Dataset", train_idx: torch.Tensor, val_idx: torch.Tensor, device: torch.device,
+               evaluates: bool) -> Placed:
+    """Small datasets live on the device as uint8 and batches are made there; photos too big for
+    memory stay files (``streaming.LazyImages``), decoded by DataLoader workers. The images a
+    process evaluates (``evaluates``: rank 0) stay on a GPU when they take under a quarter of
+    its free memory, so evaluation copies nothing per batch."""
+    def for_evaluation(x):
+        if not evaluates or device.type != "cuda" or ds.streamed:
+            return x
+        return _on_device(x, device, 1 / 4)
+
+    val_x = ds.train_x.subset(val_idx) if ds.streamed else ds.train_x[val_idx]
+    return Placed(
+        train_x=ds.train_x if ds.streamed else _on_device(ds.train_x, device, 1 / 2),
+        train_y=ds.train_y.to(device), train_idx=train_idx.to(device),
+        val_x=for_evaluation(val_x), val_y=ds.train_y[val_idx],
+        test_x=for_evaluation(ds.test_x), test_y=ds.test_y,
+    )

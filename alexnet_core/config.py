@@ -1,4 +1,4 @@
-"""TrainConfig: every training setting declared once, validated in one place; recipes as data.
+"""TrainConfig: every training setting declared once, validated in one place.
 
 Public API::
 
@@ -9,8 +9,6 @@ Public API::
     ConfigError(ValueError)     a config a student can fix; the message says how
     OPTIMIZERS, SCHEDULES, MAX_INPUT_SIZE, PHOTO_FITS
     split_sizes(config, n) -> (train, validation)
-    RECIPES, list_recipes(), get_recipe(name) -> Recipe(name, title, description, config, kind, reference,
-                                differences, reported); recipe_for(variant, dataset); reported_line(config, acc)
 
 A field is declared once, in the dataclass: its default and type, and through
 ``setting_field`` its label, help, bounds or choices, and where a form shows it.
@@ -37,7 +35,6 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from alexnet_core import recipes
 from alexnet_core.device import DEVICE_SYNTAX, PRECISIONS, device_choices
 from alexnet_core.runfiles import write_json_atomic
 
@@ -538,89 +535,3 @@ def split_sizes(config: TrainConfig, n: int) -> tuple[int, int]:
             f"after holding out {n_val} for validation. Choose a batch size of at most {n_train}."
         )
     return n_train, n_val
-
-
-# --------------------------------------------------------------------------- #
-# Recipes (their text and settings: recipes.py)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A named preset: a reference setup as its post wrote it (``kind`` "as written"), ours, or the demo.
-
-    ``differences`` lists each way it differs from its post (``reference``), with why;
-    ``reported`` is the figure an as-written recipe's post reported (or None).
-    """
-
-    name: str
-    title: str
-    description: str
-    config: TrainConfig
-    kind: str = "ours"
-    reference: str = ""
-    differences: tuple[recipes.Difference, ...] = ()
-    reported: recipes.Reported | None = None
-
-    def make_config(self, **overrides) -> TrainConfig:
-        """A fresh copy of the recipe's config (with ``recipe`` set), fields overridden."""
-        return self.config.replace(recipe=self.name, **overrides)
-
-    def text(self) -> str:
-        """The description, the post's figure and the differences, as plain lines (the CLI's)."""
-        lines = [self.description]
-        if self.reported:
-            lines.append(f"The post reported {self.reported.text}.")
-        if self.differences:
-            lines.append(f"How it differs from {self.reference}, and why:")
-            lines += [f"- {d.what}: {d.why}." for d in self.differences]
-        return "\n".join(lines)
-
-
-RECIPES: dict[str, Recipe] = {
-    entry.name: Recipe(
-        entry.name, entry.title, entry.description, TrainConfig(**entry.settings), kind=entry.kind,
-        reference=entry.reference, differences=entry.differences, reported=entry.reported,
-    )
-    for entry in recipes.ENTRIES
-}
-
-
-def list_recipes() -> list[str]:
-    """Recipe names, the quick demo first, then each reference setup as written and ours."""
-    return list(RECIPES)
-
-
-def get_recipe(name: str) -> Recipe:
-    """A recipe by name; an unknown name raises ``ConfigError`` listing the valid ones."""
-    try:
-        return RECIPES[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"Unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}.") from None
-
-
-def recipe_for(variant: str, dataset: str) -> Recipe | None:
-    """Our recipe for training ``variant`` on ``dataset`` (``recipes.ours_for``), or None:
-    where a run chosen without a recipe starts from."""
-    name = recipes.ours_for(variant, dataset)
-    return RECIPES[name] if name else None
-
-
-# Fields that say where and how fast a run trains, not what it learns.
-_MACHINE_FIELDS = {"recipe", "device", "threads", "channels_last", "data_root", "folder", "precision",
-                   "nproc_per_node", "compile"}
-
-
-def reported_line(config: TrainConfig, test_acc: float | None) -> str | None:
-    """"The post reported 82% test accuracy; this run: 80.31%." for a run made from an as-written
-    recipe whose post reported a figure, naming any setting the run changed; None otherwise."""
-    recipe = RECIPES.get(config.recipe or "")
-    if recipe is None or recipe.reported is None:
-        return None
-    line = f"{recipe.reference[:1].upper()}{recipe.reference[1:]} reported {recipe.reported.text}"
-    if test_acc is None:
-        return line + "."
-    theirs, ours = recipe.config.to_dict(), config.to_dict()
-    changed = [f"{k} {ours[k]} instead of {theirs[k]}" for k in theirs
-               if k not in _MACHINE_FIELDS and k in ours and ours[k] != theirs[k]]
-    return (f"{line}; this run: {100 * test_acc:.2f}%"
-            + (f" (it changed the recipe: {', '.join(changed)})" if changed else "") + ".")

@@ -1,15 +1,18 @@
 """The recipes as data: each reference setup as its post wrote it, and ours, with every difference and why.
 
+    RECIPES, list_recipes(), get_recipe(name) -> Recipe(name, title, description, config, kind, reference,
+                                differences, reported); recipe.make_config(**overrides), recipe.text()
+    recipe_for(variant, dataset)   our Recipe for that pair (or that variant), or None
+    reported_line(config, acc)     "The LRN post reported 82% test accuracy; this run: 80.31%."
     ENTRIES                        one RecipeEntry per recipe, in display order
     RecipeEntry(name, title, description, settings, kind, reference, differences, reported)
     Difference(what, why), Reported(accuracy, text)
     ours_for(variant, dataset) -> the name of our recipe for that pair (or that variant), or None
+    made_for(variant, dataset) -> the name of our recipe made for exactly that pair, or None
     KINDS                          "demo", "as written", "ours"
 
-``settings`` are TrainConfig field values; ``config.Recipe`` builds the
-TrainConfig from them (this module imports nothing of the project, so
-``config`` can re-export the recipes without an import circle). An
-``as written`` recipe reproduces its post except where the post had an
+``settings`` are TrainConfig field values; ``Recipe`` holds the TrainConfig
+made from them. An ``as written`` recipe reproduces its post except where the post had an
 outright bug or this lab cannot (yet) do what it did; an ``ours`` recipe is
 what we recommend. Both list every difference from the post with why, and
 an as-written one carries the figure its post reported, so a finished run
@@ -19,6 +22,8 @@ can be set beside it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from alexnet_core.config import ConfigError, TrainConfig
 
 KINDS = ("demo", "as written", "ours")
 
@@ -282,14 +287,102 @@ ENTRIES: tuple[RecipeEntry, ...] = (
 )
 
 
-def ours_for(variant: str, dataset: str) -> str | None:
-    """The name of our recipe for training ``variant`` on ``dataset``: one made for that pair
-    (the demo included), else our recipe for that variant; None when there is none."""
-    ours = [e for e in ENTRIES if e.kind != "as written"]
-    for entry in ours:
-        if (entry.settings["variant"], entry.settings["dataset"]) == (variant, dataset):
-            return entry.name
-    for entry in ours:
-        if entry.kind == "ours" and entry.settings["variant"] == variant:
+def made_for(variant: str, dataset: str) -> str | None:
+    """The name of our recipe made for training ``variant`` on ``dataset`` (the demo included), or None."""
+    for entry in ENTRIES:
+        if entry.kind != "as written" and (entry.settings["variant"], entry.settings["dataset"]) == (variant, dataset):
             return entry.name
     return None
+
+
+def ours_for(variant: str, dataset: str) -> str | None:
+    """The name of our recipe for training ``variant`` on ``dataset``: one made for that pair,
+    else our recipe for that variant; None when there is none."""
+    return made_for(variant, dataset) or next(
+        (e.name for e in ENTRIES if e.kind == "ours" and e.settings["variant"] == variant), None)
+
+
+# --------------------------------------------------------------------------- #
+# Recipes: the entries above made TrainConfigs
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named preset: a reference setup as its post wrote it (``kind`` "as written"), ours, or the demo.
+
+    ``differences`` lists each way it differs from its post (``reference``), with why;
+    ``reported`` is the figure an as-written recipe's post reported (or None).
+    """
+
+    name: str
+    title: str
+    description: str
+    config: TrainConfig
+    kind: str = "ours"
+    reference: str = ""
+    differences: tuple[Difference, ...] = ()
+    reported: Reported | None = None
+
+    def make_config(self, **overrides) -> TrainConfig:
+        """A fresh copy of the recipe's config (with ``recipe`` set), fields overridden."""
+        return self.config.replace(recipe=self.name, **overrides)
+
+    def text(self) -> str:
+        """The description, the post's figure and the differences, as plain lines (the CLI's)."""
+        lines = [self.description]
+        if self.reported:
+            lines.append(f"The post reported {self.reported.text}.")
+        if self.differences:
+            lines.append(f"How it differs from {self.reference}, and why:")
+            lines += [f"- {d.what}: {d.why}." for d in self.differences]
+        return "\n".join(lines)
+
+
+RECIPES: dict[str, Recipe] = {
+    entry.name: Recipe(
+        entry.name, entry.title, entry.description, TrainConfig(**entry.settings), kind=entry.kind,
+        reference=entry.reference, differences=entry.differences, reported=entry.reported,
+    )
+    for entry in ENTRIES
+}
+
+
+def list_recipes() -> list[str]:
+    """Recipe names, the quick demo first, then each reference setup as written and ours."""
+    return list(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    """A recipe by name; an unknown name raises ``ConfigError`` listing the valid ones."""
+    try:
+        return RECIPES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"Unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}.") from None
+
+
+def recipe_for(variant: str, dataset: str) -> Recipe | None:
+    """Our recipe for training ``variant`` on ``dataset`` (``ours_for``), or None:
+    where a run chosen without a recipe starts from."""
+    name = ours_for(variant, dataset)
+    return RECIPES[name] if name else None
+
+
+# Fields that say where and how fast a run trains, not what it learns.
+_MACHINE_FIELDS = {"recipe", "device", "threads", "channels_last", "data_root", "folder", "precision",
+                   "nproc_per_node", "compile"}
+
+
+def reported_line(config: TrainConfig, test_acc: float | None) -> str | None:
+    """"The post reported 82% test accuracy; this run: 80.31%." for a run made from an as-written
+    recipe whose post reported a figure, naming any setting the run changed; None otherwise."""
+    recipe = RECIPES.get(config.recipe or "")
+    if recipe is None or recipe.reported is None:
+        return None
+    line = f"{recipe.reference[:1].upper()}{recipe.reference[1:]} reported {recipe.reported.text}"
+    if test_acc is None:
+        return line + "."
+    theirs, ours = recipe.config.to_dict(), config.to_dict()
+    changed = [f"{k} {ours[k]} instead of {theirs[k]}" for k in theirs
+               if k not in _MACHINE_FIELDS and k in ours and ours[k] != theirs[k]]
+    return (f"{line}; this run: {100 * test_acc:.2f}%"
+            + (f" (it changed the recipe: {', '.join(changed)})" if changed else "") + ".")

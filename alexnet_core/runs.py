@@ -61,21 +61,10 @@ from typing import TYPE_CHECKING
 
 from alexnet_core import paths, placement, runnames
 from alexnet_core.config import ConfigError, TrainConfig
-from alexnet_core.runfiles import (
-    ACTIVE_STATES,
-    PREDICTION_COLUMNS,
-    FileLock,
-    frames_from_events,
-    disk_full_reason,
-    prediction_path,
-    process_start_time,
-    read_events,
-    read_predictions_file,
-    read_run_files,
-    saved_prediction_epochs,
-    update_status,
-    write_json_atomic,
-)
+from alexnet_core.runfiles import (ACTIVE_STATES, FileLock, disk_full_reason, process_start_time, read_run_files,
+                                   update_status, write_json_atomic)
+from alexnet_core.runlogs import (PREDICTION_COLUMNS, frames_from_events, prediction_path, read_events,
+                                  read_predictions_file, saved_prediction_epochs)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -454,7 +443,7 @@ def read_metrics(run_id: str, offset: int = 0, runs_dir: str | os.PathLike | Non
 
     Reads only the bytes after ``offset`` (at most ``max_bytes``), parsing only
     every ``step_every``-th step event; a torn last line is left for the next
-    call (``runfiles.read_events``).
+    call (``runlogs.read_events``).
     """
     return read_events(_existing_run(run_id, runs_dir) / "metrics.jsonl", offset,
                        max_bytes=max_bytes, step_every=step_every)
@@ -462,7 +451,7 @@ def read_metrics(run_id: str, offset: int = 0, runs_dir: str | os.PathLike | Non
 
 def metrics_frames(run_id: str, runs_dir: str | os.PathLike | None = None, *, steps: bool = True,
                    ) -> tuple["pd.DataFrame", "pd.DataFrame"]:
-    """(steps, epochs) DataFrames of the whole run (``runfiles.frames_from_events``);
+    """(steps, epochs) DataFrames of the whole run (``runlogs.frames_from_events``);
     ``steps=False`` reads the epochs alone (steps empty), skipping the step lines unparsed.
 
     steps: epoch, step, batch, loss, lr, images_per_s, time.

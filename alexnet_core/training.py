@@ -50,7 +50,7 @@ from alexnet_core.checkpoints import (
     CheckpointWriter,
     load_checkpoint,
 )
-from alexnet_core.config import ConfigError, TrainConfig, split_sizes
+from alexnet_core.config import ConfigError, TrainConfig
 from alexnet_core.device import describe, resolve_device, resolve_precision, seed_everything, torch_threads
 from alexnet_core.distributed import SOLO, is_lost_peer
 from alexnet_core.engine import Engine
@@ -58,16 +58,15 @@ from alexnet_core.estimate import RecentRate, estimate_epoch_seconds  # noqa: F4
 from alexnet_core.evaluation import evaluate
 from alexnet_core.predict import test_fingerprint
 from alexnet_core.runfiles import (
-    MetricsWriter,
     check_status,
     disk_full_reason,
-    prediction_path,
     process_start_time,
     read_json,
     remove_stale_temps,
     stop_signals,
     update_status,
 )
+from alexnet_core.runlogs import MetricsWriter, prediction_path
 
 STEP_EVENT_INTERVAL_S = 0.25  # step events at most ~4 per second
 STATUS_INTERVAL_S = 1.0
@@ -159,15 +158,10 @@ class _Trainer:
         self.steps_per_epoch = self.n_train // config.batch_size  # the ragged last batch is dropped
         self.total_steps = self.steps_per_epoch * config.epochs
 
-        # Small datasets live on the device as uint8; batches are made there. Photos too
-        # big for memory stay files (streaming.LazyImages), decoded by DataLoader workers.
         ds = self.dataset
-        self.train_x = ds.train_x if ds.streamed else self._on_device(ds.train_x, 1 / 2)
-        self.train_y = ds.train_y.to(self.device)
-        self.train_idx = train_idx.to(self.device)
-        val_x = ds.train_x.subset(val_idx) if ds.streamed else ds.train_x[val_idx]
-        self.val_x, self.val_y = self._for_evaluation(val_x), ds.train_y[val_idx]
-        self.test_x, self.test_y = self._for_evaluation(ds.test_x), ds.test_y
+        placed = builders.place_data(ds, train_idx, val_idx, self.device, evaluates=self.main)
+        self.train_x, self.train_y, self.train_idx = placed.train_x, placed.train_y, placed.train_idx
+        self.val_x, self.val_y, self.test_x, self.test_y = placed.val_x, placed.val_y, placed.test_x, placed.test_y
         self.model_args = builders.model_args(config, ds.num_classes)
         self.batch_kwargs = builders.batch_kwargs(self.model_args, ds, self.device, self.channels_last,
                                                   window=config.windows[1])
@@ -191,20 +185,6 @@ class _Trainer:
             self._restore(load_checkpoint(checkpoint_path))
             self.resumed_from = self.epoch
             self.writer.written = f"last.pt, epoch {self.epoch}"
-
-    def _on_device(self, x: torch.Tensor, share: float) -> torch.Tensor:
-        """``x`` on the device; on a GPU only when it takes under ``share`` of its free memory (256-px
-        photos can outgrow a GPU before the RAM), else as it is: each batch is copied over."""
-        if self.device.type == "cuda" and x.numel() * x.element_size() >= share * torch.cuda.mem_get_info(self.device)[0]:
-            return x
-        return x.to(self.device)
-
-    def _for_evaluation(self, x: torch.Tensor) -> torch.Tensor:
-        """Images rank 0 evaluates every epoch: on a GPU, kept there when they take under a
-        quarter of its free memory (no copy per batch); elsewhere as they are."""
-        if not self.main or self.device.type != "cuda" or self.dataset.streamed:
-            return x
-        return self._on_device(x, 1 / 4)
 
     def _restore(self, checkpoint: dict) -> None:
         self.model.load_state_dict(checkpoint["model"])

@@ -41,7 +41,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from alexnet_core import anatomy, batches, builders, datasets, runfiles, training, variants  # noqa: E402
+from alexnet_core import anatomy, batches, builders, datasets, runfiles, runlogs, training, variants  # noqa: E402
 from alexnet_core.config import TrainConfig  # noqa: E402
 
 import procstat  # noqa: E402  (bench/procstat.py)
@@ -517,7 +517,7 @@ def overhead_share(events: list[dict], writes: dict) -> dict:
 def measure_writes(n: int = 200) -> dict:
     """Seconds per metrics.jsonl step event and per status.json update, measured here."""
     with tempfile.TemporaryDirectory() as tmp:
-        writer = runfiles.MetricsWriter(Path(tmp) / "metrics.jsonl")
+        writer = runlogs.MetricsWriter(Path(tmp) / "metrics.jsonl")
         event = {"type": "step", "epoch": 1, "step": 1, "batch": 1, "steps_per_epoch": 100, "loss": 0.5,
                  "lr": 0.01, "images_per_s": 400.0, "eta_s": 12.0, "time": time.time()}
         start = time.perf_counter()

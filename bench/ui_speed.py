@@ -186,7 +186,7 @@ def step_rates(run_dir: Path, skip: int = 1) -> list[float]:
 
 def section_ui(report, args, Row, runs_dir: Path) -> None:
     from alexnet_core import runfiles, runs
-    from alexnet_core.config import get_recipe
+    from alexnet_core.recipes import get_recipe
 
     runs_dir.mkdir(parents=True, exist_ok=True)
     if not (ROOT / "app.py").exists():

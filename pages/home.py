@@ -3,7 +3,7 @@
 import streamlit as st
 
 from alexnet_core import datasets, variants
-from alexnet_core.config import get_recipe
+from alexnet_core.recipes import get_recipe
 from ui import choice
 from ui.cached import launch_once
 from ui.formatting import error_ui, md

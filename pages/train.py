@@ -8,7 +8,8 @@ view comes first and the form folds away below it.
 import streamlit as st
 
 from alexnet_core import datasets, variants
-from alexnet_core.config import SETTINGS, ConfigError, Recipe, TrainConfig, get_recipe, list_recipes, split_sizes
+from alexnet_core.config import SETTINGS, ConfigError, TrainConfig, split_sizes
+from alexnet_core.recipes import Recipe, get_recipe, list_recipes
 from alexnet_core.device import available_memory_mb, resolve_device
 from alexnet_core.runfiles import ACTIVE_STATES
 from ui import cached, choice, classroom

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from alexnet_core.config import get_recipe
+from alexnet_core.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")

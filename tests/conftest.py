@@ -55,7 +55,7 @@ def ui_lab(tmp_path_factory):
 def finished_run(ui_lab):
     """The id of a finished run: the quick recipe trained for one epoch on digits."""
     from alexnet_core import runs
-    from alexnet_core.config import get_recipe
+    from alexnet_core.recipes import get_recipe
 
     config = get_recipe("quick").make_config(epochs=1)
     run_id = runs.launch(config)

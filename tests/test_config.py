@@ -17,17 +17,15 @@ from alexnet_core import datasets, variants
 from alexnet_core.__main__ import build_parser, config_from_args
 from alexnet_core.config import (
     OPTIMIZERS,
-    RECIPES,
     SETTINGS,
     ConfigError,
     Setting,
     TrainConfig,
-    get_recipe,
     get_setting,
-    list_recipes,
     setting_field,
     settings_of,
 )
+from alexnet_core.recipes import RECIPES, get_recipe, list_recipes
 from tests.fixtures import tiny_config as tiny
 
 REPO = Path(__file__).resolve().parent.parent

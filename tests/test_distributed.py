@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnet_core import checkpoints, runfiles, runs, training
+from alexnet_core import checkpoints, runlogs, runs, training
 from tests.fixtures import tiny_config
 from tests.test_runs import _env, wait_until  # noqa: F401  (a shared dataset cache, the default queue)
 
@@ -170,7 +170,7 @@ def test_stop_then_resume_finishes_where_it_stopped(runs_dir):
     runs.resume(run_id, runs_dir)
     done = runs.wait(run_id, TIMEOUT, runs_dir)
     assert done["state"] == "finished", runs.log_tail(run_id, 40, runs_dir)
-    assert runfiles.frames_from_events(events(run_dir))[1]["epoch"].tolist() == [1, 2, 3]
+    assert runlogs.frames_from_events(events(run_dir))[1]["epoch"].tolist() == [1, 2, 3]
     assert len(of_type(run_dir, "resume")) == 1
     wait_until(lambda: not _processes_of(run_dir), what="every process of the run to exit once it finished")
 
@@ -189,7 +189,7 @@ def test_kill_9_of_a_rank_leaves_the_run_interrupted_and_resumable(runs_dir, kil
     runs.resume(run_id, runs_dir)
     done = runs.wait(run_id, TIMEOUT, runs_dir)
     assert done["state"] == "finished", runs.log_tail(run_id, 40, runs_dir)
-    assert runfiles.frames_from_events(events(run_dir))[1]["epoch"].tolist() == [1, 2, 3]
+    assert runlogs.frames_from_events(events(run_dir))[1]["epoch"].tolist() == [1, 2, 3]
 
 
 def _free_port() -> int:

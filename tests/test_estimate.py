@@ -18,7 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from alexnet_core import training
-from alexnet_core.config import get_recipe
+from alexnet_core.recipes import get_recipe
 from tests.fixtures import tiny_config
 from ui import cached, choice
 from ui.formatting import format_duration

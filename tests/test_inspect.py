@@ -13,7 +13,7 @@ from torch import nn
 
 from alexnet_core import checkpoints, datasets, insight, training, variants
 from alexnet_core.predict import tile_image
-from alexnet_core.runfiles import prediction_path, read_predictions_file
+from alexnet_core.runlogs import prediction_path, read_predictions_file
 from tests.fixtures import tiny_config
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from alexnet_core import batches, datasets, predict, runs, streaming
 from alexnet_core.__main__ import main
-from alexnet_core.config import ConfigError, TrainConfig, get_recipe
+from alexnet_core.config import ConfigError, TrainConfig
+from alexnet_core.recipes import get_recipe
 from tests.fixtures import tiny_config, write_flowers102
 
 

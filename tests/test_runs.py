@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet_core import runfiles, runs, training, variants
+from alexnet_core import runfiles, runlogs, runs, training, variants
 from alexnet_core.checkpoints import CheckpointError
 from alexnet_core.config import ConfigError
 from alexnet_core.runs import RunError
@@ -242,11 +242,11 @@ def test_frames_drop_the_steps_a_resume_superseded():
         {"type": "step", "epoch": 2, "step": 25, "loss": 1.4},
         {"type": "epoch", "epoch": 2, "step": 40, "test_acc": 0.7},
     ]
-    steps, epochs = runfiles.frames_from_events(events)
+    steps, epochs = runlogs.frames_from_events(events)
     assert list(steps["step"]) == [10, 25] and list(steps["loss"]) == [2.0, 1.4]
     assert list(epochs["epoch"]) == [1, 2] and list(epochs["test_acc"]) == [0.5, 0.7]
-    empty_steps, empty_epochs = runfiles.frames_from_events([])
-    assert list(empty_steps.columns) == runfiles.STEP_COLUMNS and empty_epochs.empty
+    empty_steps, empty_epochs = runlogs.frames_from_events([])
+    assert list(empty_steps.columns) == runlogs.STEP_COLUMNS and empty_epochs.empty
 
 
 def test_training_speeds_take_each_variants_newest_run_at_its_native_size(runs_dir):
@@ -276,7 +276,7 @@ def test_training_speeds_take_each_variants_newest_run_at_its_native_size(runs_d
 def test_a_finished_training_process_is_reaped_at_once(tmp_path):
     """A finished run's process lingered as a zombie (<defunct>) under the server until
     the next launch reaped it."""
-    from alexnet_core.config import get_recipe
+    from alexnet_core.recipes import get_recipe
 
     runs_dir = tmp_path / "runs"
     run_id = runs.launch(get_recipe("quick").make_config(epochs=1), runs_dir)
@@ -298,7 +298,7 @@ def test_a_finished_training_process_is_reaped_at_once(tmp_path):
 def test_the_epochs_alone_are_read_without_parsing_the_steps(tmp_path, monkeypatch):
     """A 200 MB metrics.jsonl kept the Runs page 23 s, parsing every step line for a
     chart of epochs: the epochs are read alone, equal to the whole read's."""
-    from alexnet_core import runfiles
+    from alexnet_core import runlogs
     from tests.fixtures import tiny_config
 
     runs_dir = tmp_path / "runs"
@@ -306,8 +306,8 @@ def test_the_epochs_alone_are_read_without_parsing_the_steps(tmp_path, monkeypat
     assert runs.wait(run_id, timeout=240, runs_dir=runs_dir)["state"] == "finished"
     steps, epochs = runs.metrics_frames(run_id, runs_dir)
     parsed = []
-    real = runfiles.json.loads
-    monkeypatch.setattr(runfiles.json, "loads", lambda text, *a, **k: parsed.append(text) or real(text, *a, **k))
+    real = runlogs.json.loads
+    monkeypatch.setattr(runlogs.json, "loads", lambda text, *a, **k: parsed.append(text) or real(text, *a, **k))
     none, only = runs.metrics_frames(run_id, runs_dir, steps=False)
     assert none.empty and len(steps) > 0
     assert only.equals(epochs)

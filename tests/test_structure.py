@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SKIPPED = {"tests", "bench", "scripts", "docs", "static", ".venv", "venv", "data", "runs", "node_modules"}
 CORE = "alexnet_core"
-MAX_CORE_LINES = 650
+MAX_CORE_LINES = 600
 
 
 def project_files() -> dict[str, Path]:

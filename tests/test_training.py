@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_core import checkpoints, datasets, evaluation, runfiles, training, variants
+from alexnet_core import checkpoints, datasets, evaluation, runlogs, training, variants
 from alexnet_core.checkpoints import CheckpointError
 from alexnet_core.config import ConfigError
 from tests.fixtures import tiny_config as tiny
@@ -278,7 +278,7 @@ def test_estimate_epoch_seconds_times_real_steps():
 def test_metrics_writer_cuts_a_torn_tail(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"type": "step", "step": 1}\n{"type": "st')
-    writer = runfiles.MetricsWriter(path)
+    writer = runlogs.MetricsWriter(path)
     writer.write({"type": "step", "step": 2, "loss": float("nan")})
     writer.close()
     lines = [json.loads(line) for line in path.read_text().splitlines()]

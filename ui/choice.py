@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from alexnet_core import datasets, variants
-from alexnet_core.config import TrainConfig, get_recipe
+from alexnet_core.config import TrainConfig
+from alexnet_core.recipes import get_recipe
 from alexnet_core.runfiles import ACTIVE_STATES
 from ui.formatting import md
 

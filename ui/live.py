@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from alexnet_core import paths, runs
-from alexnet_core.config import reported_line
+from alexnet_core.recipes import reported_line
 from alexnet_core.runfiles import ACTIVE_STATES
 from ui import classroom
 from ui.charts import accuracy_figure, loss_figure
