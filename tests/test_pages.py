@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from alexnet_core import datasets, runs, variants
-from alexnet_core.config import get_recipe
+from alexnet_core.recipes import get_recipe
 from tests.browser import shown_as
 from ui import choice
 from ui.formatting import md
@@ -707,6 +707,8 @@ def test_predictions_refuse_a_folder_edited_since_the_run(ui_lab, tmp_path, monk
     from ui import cached
 
     monkeypatch.setenv("ALEXNET_LAB_DATA", str(tmp_path))
+    cached._load_dataset.clear()  # another test's "pets" folder, under another data root, may be cached
+    cached.test_fingerprint.clear()
     fixtures.write_image_folder(tmp_path / "pets", {"cats": 30, "dogs": 30})
     config = get_recipe("quick").make_config(dataset="folder", folder="pets", epochs=1, batch_size=16)
     run_id = runs.launch(config)
