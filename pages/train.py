@@ -9,8 +9,8 @@ import streamlit as st
 
 from alexnet_core import datasets, variants
 from alexnet_core.config import SETTINGS, ConfigError, TrainConfig, split_sizes
-from alexnet_core.recipes import Recipe, get_recipe, list_recipes
 from alexnet_core.device import available_memory_mb, resolve_device
+from alexnet_core.recipes import Recipe, get_recipe, list_recipes, made_for
 from alexnet_core.runfiles import ACTIVE_STATES
 from ui import cached, choice, classroom
 from ui.formatting import error_ui, format_duration, md
@@ -232,6 +232,8 @@ def normalisation_ui(config: TrainConfig) -> None:
 
 def settings_ui(sel: choice.Selection, busy: bool) -> None:
     left, right = st.columns([3, 2], gap="large")
+    if "recipe" not in st.session_state:  # a pair chosen in the sidebar starts from our recipe for it
+        st.session_state["recipe"] = made_for(sel.variant, sel.dataset) or list_recipes()[0]
     with left:
         recipe_name = st.selectbox(
             "Recipe", list_recipes(), key="recipe", format_func=lambda name: get_recipe(name).title,

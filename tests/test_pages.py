@@ -678,8 +678,7 @@ def test_the_form_trains_the_sidebars_choice_when_asked(ui_lab):
 def test_a_dataset_that_downloads_can_be_launched_and_says_so(ui_lab, tmp_path, monkeypatch):
     """The page promised a download on first load but kept Launch disabled until the files were here."""
     monkeypatch.setenv("ALEXNET_LAB_DATA", str(tmp_path))  # no CIFAR-10 files here
-    at = open_page("train", variant="cifar", dataset="cifar10")
-    at.radio(key="quick:what").set_value("sidebar").run()
+    at = open_page("train", variant="cifar", dataset="cifar10")  # our cifar recipe, for that pair
     no_errors(at)
     assert any("the run downloads them first" in i.value for i in at.info), [i.value for i in at.info]
     assert not at.button(key="launch").disabled

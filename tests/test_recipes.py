@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from alexnet_core.config import ConfigError, get_recipe
+from alexnet_core.config import ConfigError
+from alexnet_core.recipes import get_recipe
 from test_cli import cli
 from ui import choice
 
@@ -69,7 +70,7 @@ def test_the_benchmarks_mnist_baseline_is_the_posts_network():
 
 
 def test_each_reference_setup_has_an_as_written_recipe_and_ours_with_every_difference_said():
-    from alexnet_core.config import RECIPES
+    from alexnet_core.recipes import RECIPES
 
     written = {r.reference: r for r in RECIPES.values() if r.kind == "as written"}
     ours = {r.reference: r for r in RECIPES.values() if r.kind == "ours"}
@@ -140,6 +141,21 @@ def test_a_pair_without_a_recipe_starts_from_ours(capsys):
     assert config("--recipe", "mnist-as-written").recipe == "mnist-as-written"
 
 
+def test_a_pair_chosen_in_the_sidebar_starts_the_train_form_from_our_recipe_for_it(ui_lab):
+    """The form opened on the quick demo whatever the sidebar held: cifar on CIFAR-10 trained
+    the demo's mnist on digits unless the visitor found the radio."""
+    from tests.test_pages import open_page
+
+    at = open_page("train", variant="cifar", dataset="cifar10")
+    assert not at.exception
+    assert at.selectbox(key="recipe").value == "cifar"
+    assert "Trains **cifar** on **cifar10** at **32x32**." in [m.value for m in at.markdown]
+    assert open_page("train", variant="mnist", dataset="fashion-mnist").selectbox(key="recipe").value == "mnist"
+    assert open_page("train", variant="paper").selectbox(key="recipe").value == "quick"  # none for paper on digits
+    at.selectbox(key="recipe").set_value("paper").run()  # a recipe the visitor picks stays picked
+    assert at.selectbox(key="recipe").value == "paper"
+
+
 def test_the_cli_lists_every_recipe_with_its_differences(tmp_path):
     out = cli("recipes", workdir=tmp_path).stdout
     assert "\nmnist-as-written  [as written: the MNIST post]" in out
@@ -149,7 +165,7 @@ def test_the_cli_lists_every_recipe_with_its_differences(tmp_path):
 
 
 def test_a_finished_run_is_set_beside_its_posts_figure():
-    from alexnet_core.config import reported_line
+    from alexnet_core.recipes import reported_line
 
     written = get_recipe("lrn-cifar10-as-written")
     assert reported_line(written.make_config(), 0.8031) == "The LRN post reported 82% test accuracy; this run: 80.31%."
