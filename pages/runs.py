@@ -47,8 +47,9 @@ def format_runs(frame: pd.DataFrame) -> pd.DataFrame:
     out = out.rename(columns={"best_val_acc": "best val.", "test_acc": "test", "duration_s": "duration",
                               "batch_size": "batch", "input_size": "size", "name": "run"})
     settings = ["size", "batch", "lr", "state", "epochs", "best val.", "test", "duration"]
-    keep = (["run", *settings, "variant", "dataset", "device", "id"] if "run" in out.columns
-            else ["id", "variant", "dataset", *settings])
+    # The recipe tells a post's setup as written from ours, both "mnist · fashion-mnist".
+    keep = (["run", *settings, "recipe", "variant", "dataset", "device", "id"] if "run" in out.columns
+            else ["id", "variant", "dataset", *settings, "recipe"])
     return out[[c for c in keep if c in out.columns]]
 
 

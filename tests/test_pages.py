@@ -366,6 +366,7 @@ def test_runs_page_table_curves_downloads(ui_lab, finished_run):
     no_errors(at)
     assert not at.table and not at.dataframe  # a short list: one HTML table
     assert f"<td>{finished_run}</td>" in at.html[0].value and "<th>variant</th>" in at.html[0].value
+    assert "<th>recipe</th>" in at.html[0].value and "<td>quick</td>" in at.html[0].value  # as written, or ours?
     (curves,) = charts(at)
     assert curves["layout"]["title"]["text"] == "validation accuracy (%) by epoch"
     assert curves["layout"]["yaxis"]["range"] == [0, 101]
