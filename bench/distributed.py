@@ -46,9 +46,11 @@ def _run(commands: list[list[str]], runs_dir: Path) -> tuple[float, list[dict]]:
     seconds and the run's metric events (one run in ``runs_dir``)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
+    # Several "machines" on one computer: the first hosts torchrun's store (docs/distributed.md).
     procs = [subprocess.Popen([sys.executable, "-m", "alexnet_core", "train", *cmd, "--runs-dir", str(runs_dir)],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for cmd in commands]
+                              cwd=ROOT, env={**env, "PET_RDZV_CONF": f"is_host={int(i == 0)}"} if len(commands) > 1 else env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i, cmd in enumerate(commands)]
     outputs = [p.communicate()[0] for p in procs]
     wall = time.perf_counter() - start
     if any(p.returncode for p in procs):
