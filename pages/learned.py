@@ -402,14 +402,12 @@ try:
     run_dir = runs.run_path(run_id)
     epochs = runs.prediction_epochs(run_id)
     config = cached.run_config(run_id)
-    ds = cached.load_dataset(config.dataset, config.data_root, config.folder, **config.stored_photos)
+    ds = cached.run_dataset(config)
 except Exception as exc:
     error_ui(f"Run {run_id} or its dataset cannot be read.", exc)
     st.stop()
 status = runs.status(run_id)
-recorded = status.get("test_fingerprint")  # runs made before it was recorded have none
-if recorded and recorded != cached.test_fingerprint(config.dataset, config.data_root, config.folder,
-                                                     **config.stored_photos):
+if cached.data_changed(config, status.get("test_fingerprint")):
     error_ui(f"The images of {config.dataset} here are not the ones this run was trained and tested on (the data "
              "changed since), so its neighbours and tiles would be other images. Train again on the images as they are now.")
     st.stop()

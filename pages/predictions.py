@@ -278,15 +278,13 @@ epoch = pick[1].selectbox(f"Epoch (of {config.epochs})", epochs[::-1], key="epoc
 
 try:
     preds = cached.predictions(run_id, epoch)
-    ds = cached.load_dataset(config.dataset, config.data_root, config.folder, **config.stored_photos)
+    ds = cached.run_dataset(config)
 except Exception as exc:
     error_ui(f"The test images of {config.dataset} are needed to show this run's predictions, "
              "and they could not be loaded.", exc)
     st.stop()
 status = runs.status(run_id)
-recorded = status.get("test_fingerprint")  # runs made before it was recorded have none
-if recorded and recorded != cached.test_fingerprint(config.dataset, config.data_root, config.folder,
-                                                     **config.stored_photos):
+if cached.data_changed(config, status.get("test_fingerprint")):
     error_ui(f"The test images of {config.dataset} here are not the ones this run was tested on: the data "
              "changed since (images added, removed or renamed, or a class gone). Its predictions would show "
              "other images as its own. Train again on the images as they are now.")

@@ -135,20 +135,20 @@ def files_ui(ids: list[str], names: dict[str, str]) -> None:
     # Every file is read when its button is clicked, not on each rerun. A click does not rerun
     # the page: the rerun could revoke the file the click asked for before it was served.
     c1, c2, c3, c4 = st.columns(4)
-    c1.download_button("config.json", icon=":material/download:", data=file_reader(folder / "config.json"),
-                       file_name=f"{run_id}-config.json", mime="application/json", key="dl_config", width="stretch", on_click="ignore")
+    common = dict(icon=":material/download:", width="stretch", on_click="ignore")
+    c1.download_button("config.json", data=file_reader(folder / "config.json"), file_name=f"{run_id}-config.json",
+                       mime="application/json", key="dl_config", **common)
     # Labels named like the files: "metrics per epoch (CSV)" was cut short at 1280 pixels.
-    c2.download_button("epochs.csv", icon=":material/download:", data=csv_reader(run_id, "epochs"),
-                       file_name=f"{run_id}-epochs.csv", mime="text/csv", key="dl_epochs", width="stretch", on_click="ignore",
+    c2.download_button("epochs.csv", data=csv_reader(run_id, "epochs"), file_name=f"{run_id}-epochs.csv",
+                       mime="text/csv", key="dl_epochs", **common,
                        help="The metrics of every epoch: losses, accuracies, learning rate and times.")
-    c3.download_button("steps.csv", icon=":material/download:", data=csv_reader(run_id, "steps"),
-                       file_name=f"{run_id}-steps.csv", mime="text/csv", key="dl_steps", width="stretch", on_click="ignore",
+    c3.download_button("steps.csv", data=csv_reader(run_id, "steps"), file_name=f"{run_id}-steps.csv",
+                       mime="text/csv", key="dl_steps", **common,
                        help="The metrics of every logged training step: loss, learning rate and images/s.")
     best = folder / "best.pt"
     if best.exists():
-        c4.download_button(f"best.pt ({best.stat().st_size / 2**20:.1f} MB)", icon=":material/download:",
-                           data=file_reader(best), file_name=f"{run_id}-best.pt", mime="application/octet-stream",
-                           key="dl_best", width="stretch", on_click="ignore")
+        c4.download_button(f"best.pt ({best.stat().st_size / 2**20:.1f} MB)", data=file_reader(best),
+                           file_name=f"{run_id}-best.pt", mime="application/octet-stream", key="dl_best", **common)
     else:
         c4.caption("No best.pt yet: it is written after the first epoch.")
 

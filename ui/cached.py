@@ -39,6 +39,18 @@ def test_fingerprint(name: str, root: str | None = None, folder: str | None = No
     return predict.test_fingerprint(load_dataset(name, root, folder, image_size, squash))
 
 
+def run_dataset(config: TrainConfig) -> datasets.Dataset:
+    """The dataset a run trains or trained on, its photos stored as the run stores them."""
+    return load_dataset(config.dataset, config.data_root, config.folder, **config.stored_photos)
+
+
+def data_changed(config: TrainConfig, recorded: str | None) -> bool:
+    """Whether the test images here differ from the ones a run recorded (its status's
+    ``test_fingerprint``; runs made before it was recorded have none)."""
+    return bool(recorded) and recorded != test_fingerprint(config.dataset, config.data_root, config.folder,
+                                                           **config.stored_photos)
+
+
 def model_io(sel: Selection) -> tuple[int, int]:
     """(in_channels, num_classes) of the network trained on the selection: the variant's
     native channels (the data is adapted to it, as in training) and the dataset's classes."""
@@ -257,7 +269,7 @@ def estimate(config: TrainConfig) -> float:
     key = estimate_key(config)
     seconds = _fresh(known.get(key))
     if seconds is None:
-        dataset = load_dataset(config.dataset, config.data_root, config.folder, **config.stored_photos)
+        dataset = run_dataset(config)
         timed = config.replace(batch_size=min(config.batch_size, ESTIMATE_BATCH))
         seconds = training.estimate_epoch_seconds(timed, dataset=dataset)
         known.pop(key, None)  # re-inserted last: the oldest timings are the first dropped
